@@ -1,0 +1,260 @@
+"""``analytics-platform``: run the embedded platform from a shell.
+
+Every command reads its settings from ``PLATFORM_*`` environment variables (see ``settings.py``);
+``--help`` on each command says what it does and what it needs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import sys
+import time
+from datetime import datetime
+from typing import Annotated
+
+import typer
+
+from analytics_platform import broker as embedded_broker
+from analytics_platform.exceptions import PlatformError
+from analytics_platform.settings import Settings, get_settings
+
+app = typer.Typer(help="Event-driven analytics lakehouse: Kafka -> Iceberg -> dbt marts, in Dagster.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+broker_app = typer.Typer(help="The embedded Kafka-compatible broker (Tansu, memory-only).", no_args_is_help=True)
+topics_app = typer.Typer(help="Kafka topics, one per event type.", no_args_is_help=True)
+offsets_app = typer.Typer(help="Kafka offsets stored in the raw Iceberg tables.", no_args_is_help=True)
+app.add_typer(broker_app, name="broker")
+app.add_typer(topics_app, name="topics")
+app.add_typer(offsets_app, name="offsets")
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except ValueError as error:
+        _fail(f"invalid setting: {error}")
+        raise
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=1)
+
+
+def _echo(message: str) -> None:
+    typer.echo(message)
+
+
+@broker_app.command("start")
+def broker_start() -> None:
+    """Start the embedded broker in the background on PLATFORM_BROKER_PORT (default 19092)."""
+    status = embedded_broker.start(_settings())
+    _echo(f"broker running (pid {status.pid}); bootstrap servers: {status.bootstrap_servers}")
+
+
+@broker_app.command("stop")
+def broker_stop() -> None:
+    """Stop the embedded broker. Its log is in memory: every message is lost, Iceberg keeps its rows."""
+    stopped = embedded_broker.stop(_settings())
+    _echo("broker stopped" if stopped else "broker was not running")
+
+
+@broker_app.command("status")
+def broker_status() -> None:
+    """Say whether the embedded broker runs, and its bootstrap address. Exit code 1 if it does not run."""
+    status = embedded_broker.status(_settings())
+    if status.running:
+        _echo(f"running (pid {status.pid}); bootstrap servers: {status.bootstrap_servers}; log: {status.log_path}")
+    else:
+        _echo(f"not running (would listen on {status.bootstrap_servers}); start it with "
+              "`analytics-platform broker start`")
+        raise typer.Exit(code=1)
+
+
+@topics_app.command("create")
+def topics_create(
+    partitions: Annotated[int | None, typer.Option(help="Partitions per topic (default PLATFORM_TOPIC_PARTITIONS).")] = None,
+) -> None:
+    """Create the events.<type> topics that do not exist yet."""
+    from analytics_platform.topics import create_topics, event_topics
+
+    settings = _settings()
+    created = create_topics(settings.bootstrap_servers, partitions or settings.topic_partitions)
+    for topic in event_topics():
+        _echo(f"{topic}: {'created' if topic in created else 'exists'}")
+
+
+@app.command()
+def generate(
+    events: Annotated[int, typer.Option(help="How many events to produce.")] = 200_000,
+    rate: Annotated[float | None, typer.Option(help="Events per second (default: as fast as possible).")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same events.")] = 42,
+    days: Annotated[int, typer.Option(help="Simulated days the sessions spread over.")] = 3,
+    start: Annotated[datetime | None, typer.Option(help="First simulated day (UTC), default 2026-11-01.")] = None,
+    live: Annotated[bool, typer.Option(help="Produce forever, stamped with the wall clock (for `make dev`).")] = False,
+) -> None:
+    """Produce a synthetic e-commerce stream (sessions flowing visit -> cart -> checkout -> purchase)."""
+    from datetime import UTC
+
+    from analytics_platform.generator import DEFAULT_START, generate_events, live_sessions
+    from analytics_platform.producer import publish
+    from analytics_platform.topics import create_topics
+
+    settings = _settings()
+    create_topics(settings.bootstrap_servers, settings.topic_partitions)
+    if live:
+        stream = itertools.chain.from_iterable(live_sessions(seed))
+        _echo(f"producing a live stream at {rate or 'max'} events/s to {settings.bootstrap_servers}; Ctrl-C stops")
+        try:
+            publish(stream, settings.bootstrap_servers, rate=rate or 20.0)
+        except KeyboardInterrupt:
+            pass
+        return
+    first_day = (start.replace(tzinfo=UTC) if start else DEFAULT_START)
+    _echo(f"generating {events:,} events over {days} day(s) from {first_day:%Y-%m-%d} (seed {seed}) ...")
+    stream_events = generate_events(events, seed=seed, days=days, start=first_day)
+    started = time.monotonic()
+    delivered = publish(stream_events, settings.bootstrap_servers, rate=rate,
+                        progress=lambda n: _echo(f"  produced {n:,}/{events:,}") if n % 50_000 == 0 else None)
+    elapsed = time.monotonic() - started
+    _echo(f"produced {delivered:,} events in {elapsed:.1f}s ({delivered / max(elapsed, 1e-9):,.0f}/s), "
+          "all acknowledged")
+
+
+@app.command()
+def ingest(
+    topic: Annotated[list[str] | None, typer.Option(help="Topic(s) to ingest (default: every events.* topic).")] = None,
+) -> None:
+    """Land everything new in Kafka into the raw Iceberg tables, batch by batch, through the sensors' job."""
+    from analytics_platform.orchestration import ingest_through_dagster
+    from analytics_platform.topics import event_topics
+
+    settings = _settings()
+    for name in topic or event_topics():
+        total = 0
+        for landed, dead in ingest_through_dagster(settings, name):
+            total += landed
+            _echo(f"{name}: landed {landed:,} rows, {dead:,} dead letters")
+        _echo(f"{name}: caught up ({total:,} rows this pass)")
+
+
+@app.command()
+def build() -> None:
+    """Build every dbt model through Dagster into a new DuckDB file and publish it atomically."""
+    from analytics_platform.orchestration import build_marts
+
+    settings = _settings()
+    elapsed = build_marts(settings)
+    _echo(f"marts built and published in {elapsed:.1f}s: {settings.duckdb_path / 'marts.duckdb'}")
+
+
+@app.command()
+def summary() -> None:
+    """Print events landed per type, dead letters, daily active users and the funnel."""
+    from analytics_platform import report
+    from analytics_platform.ingest.lakehouse import load_catalog
+
+    settings = _settings()
+    _echo(report.render(report.collect(load_catalog(settings), settings)))
+
+
+@app.command()
+def demo(
+    events: Annotated[int, typer.Option(help="Events to generate.")] = 200_000,
+    days: Annotated[int, typer.Option(help="Simulated days.")] = 3,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+) -> None:
+    """End to end: broker, generated stream, sensor-driven ingestion, dbt build, summary; then stop."""
+    from analytics_platform.demo import run_demo
+
+    run_demo(_settings(), events=events, days=days, seed=seed, echo=_echo)
+
+
+@app.command()
+def dev(
+    rate: Annotated[float, typer.Option(help="Events per second of the live generator.")] = 20.0,
+    port: Annotated[int, typer.Option(help="Port of the Dagster webserver.")] = 3000,
+) -> None:
+    """Broker + live generator + `dagster dev` (webserver and daemon, sensors on). Ctrl-C stops all."""
+    from analytics_platform.demo import run_dev
+
+    run_dev(_settings(), rate=rate, port=port, echo=_echo)
+
+
+@offsets_app.command("show")
+def offsets_show() -> None:
+    """Print, per topic, the next offset to read as stored in its raw table's latest ingest snapshot."""
+    from analytics_platform.events import EVENT_TYPES
+    from analytics_platform.ingest.lakehouse import load_catalog, raw_table
+    from analytics_platform.ingest.offsets import stored_offsets
+
+    settings = _settings()
+    catalog = load_catalog(settings)
+    for event_type in EVENT_TYPES.values():
+        stored = stored_offsets(raw_table(catalog, settings, event_type), event_type.topic)
+        _echo(f"{event_type.topic}: next offsets {stored.next_offsets or '{} (nothing landed)'} "
+              f"(snapshot {stored.snapshot_id})")
+
+
+@offsets_app.command("reset")
+def offsets_reset(
+    topic: Annotated[list[str], typer.Option(help="Topic whose stored offsets to reset.")],
+) -> None:
+    """After the broker lost its log: keep the landed rows and continue from the new log's start.
+
+    Records an empty snapshot whose offsets are the new log's first offsets, so the reset is visible
+    in the table's history. Events that were in the old log and not yet landed are not recoverable.
+    """
+    from analytics_platform.events import event_type_for_topic
+    from analytics_platform.ingest.kafka_reader import make_consumer, probe_log_bounds
+    from analytics_platform.ingest.lakehouse import load_catalog, raw_table
+    from analytics_platform.ingest.offsets import reset_offsets
+
+    settings = _settings()
+    catalog = load_catalog(settings)
+    for name in topic:
+        consumer = make_consumer(settings.bootstrap_servers)
+        try:
+            bounds = probe_log_bounds(consumer, name)
+        finally:
+            consumer.close()
+        table = raw_table(catalog, settings, event_type_for_topic(name))
+        starts = {p: b.start for p, b in bounds.items()}
+        snapshot_id = reset_offsets(table, name, starts, reason="analytics-platform offsets reset")
+        _echo(f"{name}: offsets reset to {starts} (snapshot {snapshot_id})")
+
+
+@app.command()
+def reset(yes: Annotated[bool, typer.Option("--yes", help="Confirm deleting the platform home.")] = False) -> None:
+    """Drop the raw tables and delete the platform home (warehouse, marts, Dagster history)."""
+    from pyiceberg.exceptions import NoSuchTableError
+
+    from analytics_platform.ingest.lakehouse import DEAD_LETTER_TABLE, load_catalog, table_identifier
+    from analytics_platform.topics import event_topics
+
+    settings = _settings()
+    if not yes:
+        _fail(f"this drops the raw tables and deletes {settings.home}; run again with --yes to confirm")
+    if embedded_broker.status(settings).running:
+        embedded_broker.stop(settings)
+    catalog = load_catalog(settings)
+    for name in [*(topic.removeprefix("events.") for topic in event_topics()), DEAD_LETTER_TABLE]:
+        try:
+            catalog.purge_table(table_identifier(settings, name))
+        except NoSuchTableError:
+            pass
+    shutil.rmtree(settings.home, ignore_errors=True)
+    _echo(f"deleted {settings.home}")
+
+
+def main() -> None:
+    try:
+        app()
+    except PlatformError as error:
+        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Raw Iceberg tables as Dagster assets, one per Kafka topic, each downstream of its topic.
+
+The asset function is thin: it lands the micro-batch the sensor planned (or plans one itself when
+materialised by hand) through :mod:`analytics_platform.ingest.batch`, the same code the CLI uses.
+"""
+
+import dagster as dg
+from pydantic import Field
+
+from analytics_platform.defs.resources import PlatformResource
+from analytics_platform.events import EVENT_TYPES, EventType
+from analytics_platform.ingest.batch import BatchPlan, land_batch, plan_next_batch
+from analytics_platform.ingest.lakehouse import DEAD_LETTER_TABLE
+
+DEAD_LETTER_KEY = dg.AssetKey(["raw", DEAD_LETTER_TABLE])
+
+
+class IngestConfig(dg.Config):
+    """Which micro-batch to land; left empty, the run plans the next batch itself."""
+
+    ranges: str = Field(
+        default="",
+        description='JSON {"<partition>": [start, end]} (end exclusive) as planned by the sensor; '
+        '"" plans the next batch.',
+    )
+
+
+def topic_asset_key(event_type: EventType) -> dg.AssetKey:
+    return dg.AssetKey(["kafka", event_type.topic.replace(".", "_")])
+
+
+def raw_asset_key(event_type: EventType) -> dg.AssetKey:
+    return dg.AssetKey(["raw", event_type.name])
+
+
+def topic_spec(event_type: EventType) -> dg.AssetSpec:
+    return dg.AssetSpec(
+        topic_asset_key(event_type),
+        description=f"Kafka topic `{event_type.topic}`: {event_type.name} envelopes, keyed by user_id.",
+        group_name="kafka",
+        kinds={"kafka"},
+    )
+
+
+def build_raw_asset(event_type: EventType) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=raw_asset_key(event_type),
+        deps=[topic_asset_key(event_type)],
+        group_name="raw",
+        kinds={"iceberg", "python"},
+        description=(
+            f"Iceberg table `raw.{event_type.name}`: one row per message of `{event_type.topic}`, "
+            "partitioned by day of event time; each snapshot records the Kafka offsets it landed."
+        ),
+    )
+    def raw_events(context: dg.AssetExecutionContext, config: IngestConfig,
+                   platform: PlatformResource) -> dg.MaterializeResult:
+        settings = platform.settings()
+        plan = (BatchPlan.from_config({"topic": event_type.topic, "ranges": config.ranges}) if config.ranges
+                else plan_next_batch(settings, event_type.topic))
+        if plan is None:
+            return dg.MaterializeResult(metadata={"rows_landed": 0, "note": "caught up: nothing new in Kafka"})
+        context.log.info(f"landing {plan.size} offsets of {plan.topic}: {plan.ranges}")
+        result = land_batch(settings, plan)
+        if result.dead_lettered:
+            context.log_event(dg.AssetMaterialization(
+                DEAD_LETTER_KEY, metadata={"rows_added": result.dead_lettered, "topic": plan.topic}))
+        return dg.MaterializeResult(
+            metadata={
+                "rows_landed": result.rows_landed,
+                "dead_lettered": result.dead_lettered,
+                "already_landed": result.already_landed,
+                "offset_ranges": dg.MetadataValue.json({str(p): list(r) for p, r in plan.ranges.items()}),
+                "next_offsets": dg.MetadataValue.json({str(p): o for p, o in result.next_offsets.items()}),
+                "snapshot_id": str(result.snapshot_id),
+            }
+        )
+
+    return raw_events
+
+
+dead_letter_spec = dg.AssetSpec(
+    DEAD_LETTER_KEY,
+    description="Iceberg table `raw.dead_letter`: every message that could not be landed, with its "
+    "original bytes, topic/partition/offset and the reason. Written by the ingest runs.",
+    group_name="raw",
+    kinds={"iceberg"},
+    deps=[topic_asset_key(event_type) for event_type in EVENT_TYPES.values()],
+)
+
+topic_specs = [topic_spec(event_type) for event_type in EVENT_TYPES.values()]
+raw_assets = [build_raw_asset(event_type) for event_type in EVENT_TYPES.values()]

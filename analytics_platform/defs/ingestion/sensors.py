@@ -1,0 +1,62 @@
+"""One sensor per topic: each tick plans the next bounded micro-batch and requests a run for it.
+
+The run key is the batch's offset range, so a re-evaluated tick, or a second daemon, can never launch
+the same batch twice. While a run of the topic is in flight the sensor waits: the next batch starts
+where that one ends, which is known only once it commits.
+"""
+
+import dagster as dg
+
+from analytics_platform.defs.ingestion.assets import raw_asset_key
+from analytics_platform.defs.resources import PlatformResource
+from analytics_platform.events import EVENT_TYPES, EventType
+from analytics_platform.ingest.batch import plan_next_batch
+
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+SENSOR_INTERVAL_S = 5  # Dagster's floor; the default 30 s would dominate freshness
+
+
+def ingest_job(event_type: EventType):  # -> the unresolved asset job dagster builds lazily
+    return dg.define_asset_job(
+        f"ingest_{event_type.name}",
+        selection=dg.AssetSelection.assets(raw_asset_key(event_type)),
+        executor_def=dg.in_process_executor,  # one op per run: a subprocess per step only adds seconds
+        tags={"dagster/max_retries": "3", "analytics_platform/topic": event_type.topic},
+        description=f"Land one micro-batch of {event_type.topic} into raw.{event_type.name}.",
+    )
+
+
+def build_ingest_sensor(event_type: EventType, job) -> dg.SensorDefinition:
+    op_name = raw_asset_key(event_type).to_python_identifier()
+
+    @dg.sensor(
+        name=f"ingest_{event_type.name}_sensor",
+        job=job,
+        minimum_interval_seconds=SENSOR_INTERVAL_S,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Launches a run for each new micro-batch of {event_type.topic}.",
+    )
+    def ingest_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource) -> dg.SensorResult:
+        in_flight = context.instance.get_run_records(
+            dg.RunsFilter(job_name=job.name, statuses=IN_FLIGHT), limit=1)
+        if in_flight:
+            return dg.SensorResult(skip_reason=f"run {in_flight[0].dagster_run.run_id} is landing a batch")
+        plan = plan_next_batch(platform.settings(), event_type.topic)
+        if plan is None:
+            return dg.SensorResult(skip_reason=f"{event_type.topic} has nothing new")
+        return dg.SensorResult(run_requests=[dg.RunRequest(
+            run_key=plan.run_key,
+            run_config={"ops": {op_name: {"config": {"ranges": plan.to_config()["ranges"]}}}},
+            tags={"analytics_platform/events": str(plan.size)},
+        )])
+
+    return ingest_sensor
+
+
+ingest_jobs = {name: ingest_job(event_type) for name, event_type in EVENT_TYPES.items()}
+ingest_sensors = [build_ingest_sensor(EVENT_TYPES[name], job) for name, job in ingest_jobs.items()]

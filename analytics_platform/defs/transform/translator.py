@@ -1,0 +1,36 @@
+"""How dbt nodes become Dagster assets: keys that mirror storage, and when they rebuild.
+
+Sources keep dagster-dbt's default key (``raw/<table>``), which is exactly the key of the ingest
+asset that lands that Iceberg table, so lineage runs topic -> raw table -> staging -> marts. Models
+are keyed by layer (``staging/stg_purchases``, ``marts/fct_daily_active_users``), as their schemas.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings
+
+
+class PlatformDbtTranslator(DagsterDbtTranslator):
+    def __init__(self) -> None:
+        super().__init__(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        if dbt_resource_props["resource_type"] == "source":
+            return super().get_asset_key(dbt_resource_props)
+        fqn = dbt_resource_props["fqn"]
+        layer = fqn[1] if len(fqn) > 2 else "models"
+        return dg.AssetKey([layer, dbt_resource_props["name"]])
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        fqn = dbt_resource_props["fqn"]
+        return fqn[1] if len(fqn) > 2 else None
+
+    def get_automation_condition(self, dbt_resource_props: Mapping[str, Any]) -> dg.AutomationCondition | None:
+        # Rebuild after new raw data lands. eager() alone waits for upstream runs to finish, which
+        # never happens while ingest runs back to back; Iceberg snapshot isolation makes reading
+        # a table mid-ingest safe, so drop that wait.
+        return dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_in_progress())

@@ -1,0 +1,156 @@
+"""``make demo`` and ``make dev``: the whole platform on one machine, started and stopped in one command."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+from analytics_platform import broker, report
+from analytics_platform.exceptions import PlatformError
+from analytics_platform.generator import generate_events
+from analytics_platform.ingest.lakehouse import ensure_tables, load_catalog
+from analytics_platform.instance import get_instance, prepare_dagster_home
+from analytics_platform.orchestration import build_marts, tick_ingest_sensors
+from analytics_platform.processes import spawn, stop_group
+from analytics_platform.producer import publish
+from analytics_platform.settings import Settings, get_settings
+from analytics_platform.topics import create_topics, event_topics
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+WORKSPACE = REPO_ROOT / "workspace.yaml"
+BIN = Path(sys.executable).parent
+
+Echo = Callable[[str], None]
+
+
+def run_demo(settings: Settings, *, events: int, days: int, seed: int, echo: Echo) -> None:
+    """Fresh demo home, broker, stream, sensor-driven ingestion, dbt build, summary; stops what it started.
+
+    The sensors are ticked in this process rather than by the daemon: the same sensors, jobs and run
+    keys, without ~10 s of process start per run, so the demo measures ingestion, not launching.
+    """
+    demo_home = settings.home / "demo"
+    shutil.rmtree(demo_home, ignore_errors=True)
+    os.environ["PLATFORM_HOME"] = str(demo_home)  # the daemon, its runs and the resources read it
+    settings = get_settings()
+    started = time.monotonic()
+
+    def step(message: str) -> None:
+        echo(f"[{time.monotonic() - started:6.1f}s] {message}")
+
+    started_broker = False
+    try:
+        if settings.kafka_bootstrap_servers is None:
+            step(f"starting the embedded broker on {settings.bootstrap_servers}")
+            broker.start(settings)
+            started_broker = True
+        create_topics(settings.bootstrap_servers, settings.topic_partitions)
+        ensure_tables(load_catalog(settings), settings)
+        prepare_dagster_home(settings)
+
+        step(f"generating {events:,} events over {days} days (seed {seed})")
+        stream = generate_events(events, seed=seed, days=days)
+        expected = Counter(event["event_type"] for event in stream)
+        produce_started = time.monotonic()
+        publish(stream, settings.bootstrap_servers,
+                progress=lambda n: step(f"  produced {n:,}/{events:,}") if n % 50_000 == 0 else None)
+        step(f"produced {events:,} events in {time.monotonic() - produce_started:.1f}s: "
+             + ", ".join(f"{name} {count:,}" for name, count in sorted(expected.items())))
+
+        step("ticking the ingest sensors: each tick plans micro-batches and runs them in this process")
+        instance = get_instance(settings)
+        catalog = load_catalog(settings)
+        ingest_started = time.monotonic()
+        runs = 0
+        while True:
+            ticked = tick_ingest_sensors(settings, instance, log_level="WARNING")
+            failed = [run for run in ticked if not run.success]
+            if failed:
+                raise PlatformError(f"ingest run(s) failed: {[run.run_key for run in failed]}; "
+                                    "open the Dagster UI (`make dev`) to see their logs")
+            runs += len(ticked)
+            landed, dead = report.landed_counts(catalog, settings)
+            step(f"  landed {sum(landed.values()) + dead:,}/{events:,} events ({runs} runs)")
+            if not ticked:
+                break
+        ingest_s = time.monotonic() - ingest_started
+        step(f"ingested {events:,} events in {ingest_s:.1f}s through {runs} sensor-requested runs "
+             f"({events / ingest_s:,.0f} events/s, decode and Iceberg commits included)")
+        if landed != dict(expected) and not dead:
+            raise PlatformError(f"landed counts {landed} differ from produced counts {dict(expected)}")
+
+        step("building the dbt models through Dagster")
+        build_s = build_marts(settings, log_path=settings.home / "logs" / "dbt-build.log")
+        step(f"marts built and published in {build_s:.1f}s")
+        echo("")
+        echo(report.render(report.collect(catalog, settings)))
+        echo("")
+        step(f"demo finished; its state stays in {settings.home} (`analytics-platform reset --yes` with "
+             "that PLATFORM_HOME deletes it)")
+    finally:
+        if started_broker:
+            broker.stop(settings)
+
+
+def run_dev(settings: Settings, *, rate: float, port: int, echo: Echo) -> None:
+    """Broker, live generator and ``dagster dev`` until Ctrl-C or SIGTERM; then stop all of them."""
+    prepare_dagster_home(settings)
+    processes: list[subprocess.Popen[bytes]] = []
+    started_broker = False
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        if settings.kafka_bootstrap_servers is None and not broker.status(settings).running:
+            broker.start(settings)
+            started_broker = True
+        create_topics(settings.bootstrap_servers, settings.topic_partitions)
+        catalog = load_catalog(settings)
+        ensure_tables(catalog, settings)
+        if started_broker:
+            _continue_after_fresh_broker(settings, catalog, echo)
+        logs = settings.home / "logs"
+        processes.append(spawn([sys.executable, "-m", "analytics_platform.cli", "generate", "--live",
+                                "--rate", str(rate)], logs / "generator.log", env=dict(os.environ)))
+        processes.append(spawn([str(BIN / "dagster"), "dev", "-w", str(WORKSPACE), "-h", "127.0.0.1",
+                                "-p", str(port)], logs / "dagster-dev.log", env=dict(os.environ), cwd=REPO_ROOT))
+        echo(f"broker: {settings.bootstrap_servers}; generator: {rate:g} events/s ({logs / 'generator.log'})")
+        echo(f"Dagster UI: http://127.0.0.1:{port}  (logs: {logs / 'dagster-dev.log'}); Ctrl-C stops everything")
+        while all(process.poll() is None for process in processes):
+            time.sleep(0.5)
+        failed = next(process for process in processes if process.poll() is not None)
+        raise PlatformError(f"{failed.args[0]} exited with code {failed.returncode}; see {logs}")
+    except KeyboardInterrupt:
+        echo("stopping ...")
+    finally:
+        for process in reversed(processes):
+            stop_group(process)
+        if started_broker:
+            broker.stop(settings)
+        echo("stopped")
+
+
+def _continue_after_fresh_broker(settings: Settings, catalog: object, echo: Echo) -> None:
+    """A freshly started broker has an empty log; say so and continue from it, visibly in history."""
+    from analytics_platform.events import event_type_for_topic
+    from analytics_platform.ingest.lakehouse import raw_table
+    from analytics_platform.ingest.offsets import reset_offsets, stored_offsets
+
+    for topic in event_topics():
+        table = raw_table(catalog, settings, event_type_for_topic(topic))  # type: ignore[arg-type]
+        stored = stored_offsets(table, topic)
+        if any(stored.next_offsets.values()):
+            reset_offsets(table, topic, dict.fromkeys(stored.next_offsets, 0),
+                          reason="make dev started a new (empty) embedded broker")
+            echo(f"{topic}: the embedded broker started empty; rows landed before stay in raw tables and "
+                 "ingestion continues from offset 0 of the new log (recorded as an offsets-reset snapshot)")

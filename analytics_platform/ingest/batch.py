@@ -1,0 +1,185 @@
+"""Planning and landing one micro-batch: the one code path of sensors, runs and ``analytics-platform ingest``.
+
+:func:`plan_next_batch` reads where the topic's table left off and how far the log goes, and bounds
+the next batch. :func:`land_batch` reads exactly that range and appends it to Iceberg with the new
+offsets in the same snapshot. A run that crashes before its commit leaves the offsets untouched, so
+its retry lands the same range; two writers of the same range cannot both succeed, because the
+append asserts that the table has not moved since the offsets were read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.table import Table
+
+from analytics_platform.events import event_type_for_topic
+from analytics_platform.exceptions import ConcurrentIngestError
+from analytics_platform.ingest.decode import decode_batch
+from analytics_platform.ingest.kafka_reader import (
+    check_stored_offsets,
+    make_consumer,
+    probe_log_bounds,
+    read_range,
+)
+from analytics_platform.ingest.lakehouse import dead_letter_table, load_catalog, raw_table
+from analytics_platform.ingest.offsets import fingerprint, offsets_properties, stored_offsets
+from analytics_platform.settings import Settings
+
+BATCH_ID_KEY = "kafka.batch-id"
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """A bounded offset range per partition, ``[start, end)``; identical plans have identical run keys."""
+
+    topic: str
+    ranges: dict[int, tuple[int, int]]
+
+    @property
+    def size(self) -> int:
+        return sum(end - start for start, end in self.ranges.values())
+
+    @property
+    def run_key(self) -> str:
+        spans = ",".join(f"{p}:{start}-{end}" for p, (start, end) in sorted(self.ranges.items()))
+        return f"{self.topic}|{spans}"
+
+    def to_config(self) -> dict[str, object]:
+        return {"topic": self.topic, "ranges": json.dumps({str(p): r for p, r in sorted(self.ranges.items())})}
+
+    @classmethod
+    def from_config(cls, config: dict[str, object]) -> BatchPlan:
+        ranges = json.loads(str(config["ranges"]))
+        return cls(topic=str(config["topic"]), ranges={int(p): (int(s), int(e)) for p, (s, e) in ranges.items()})
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    plan: BatchPlan
+    rows_landed: int
+    dead_lettered: int
+    snapshot_id: int | None
+    next_offsets: dict[int, int] = field(default_factory=dict)
+    already_landed: bool = False
+
+
+def _share(available: dict[int, int], budget: int) -> dict[int, int]:
+    """Split ``budget`` events fairly over partitions (water-filling: no partition starves)."""
+    taken = dict.fromkeys(available, 0)
+    remaining, open_partitions = budget, sorted(p for p, n in available.items() if n > 0)
+    while remaining > 0 and open_partitions:
+        each = max(1, remaining // len(open_partitions))
+        for partition in list(open_partitions):
+            grant = min(each, available[partition] - taken[partition], remaining)
+            taken[partition] += grant
+            remaining -= grant
+            if taken[partition] == available[partition]:
+                open_partitions.remove(partition)
+            if remaining == 0:
+                break
+    return taken
+
+
+def plan_next_batch(settings: Settings, topic: str, *, catalog: Catalog | None = None,
+                    max_events: int | None = None) -> BatchPlan | None:
+    """The next micro-batch of ``topic`` from the offsets stored in Iceberg, or None if caught up."""
+    catalog = catalog or load_catalog(settings)
+    table = raw_table(catalog, settings, event_type_for_topic(topic))
+    stored = stored_offsets(table, topic)
+    consumer = make_consumer(settings.bootstrap_servers)
+    try:
+        bounds = probe_log_bounds(consumer, topic)
+    finally:
+        consumer.close()
+    check_stored_offsets(stored, bounds)
+    starts = {p: max(stored.next_offset(p), log.start) if stored.next_offset(p) else log.start
+              for p, log in bounds.items()}
+    available = {p: bounds[p].end - starts[p] for p in bounds}
+    taken = _share(available, max_events or settings.batch_max_events)
+    ranges = {p: (starts[p], starts[p] + n) for p, n in taken.items() if n > 0}
+    return BatchPlan(topic, ranges) if ranges else None
+
+
+def _dead_letters_landed(table: Table, batch_id: str) -> bool:
+    return any(snapshot.summary is not None and snapshot.summary.additional_properties.get(BATCH_ID_KEY) == batch_id
+               for snapshot in table.snapshots())
+
+
+def land_batch(
+    settings: Settings,
+    plan: BatchPlan,
+    *,
+    catalog: Catalog | None = None,
+    before_commit: Callable[[], None] | None = None,
+) -> BatchResult:
+    """Read ``plan``'s range, decode it and commit rows + offsets in one Iceberg snapshot.
+
+    ``before_commit`` runs after the batch is read and decoded and before anything is written
+    (tests inject crashes and competing writers there).
+
+    Raises:
+        ConcurrentIngestError: another writer moved the table's offsets; re-plan and retry.
+        OffsetMismatchError: the Kafka log no longer holds what Iceberg says was landed.
+    """
+    catalog = catalog or load_catalog(settings)
+    event_type = event_type_for_topic(plan.topic)
+    table = raw_table(catalog, settings, event_type)
+    stored = stored_offsets(table, plan.topic)
+    starts = {p: start for p, (start, _) in plan.ranges.items()}
+    ends = {p: end for p, (_, end) in plan.ranges.items()}
+    if all(stored.next_offset(p) == end for p, end in ends.items()):
+        return BatchResult(plan, 0, 0, stored.snapshot_id, dict(stored.next_offsets), already_landed=True)
+    moved = {p: stored.next_offset(p) for p, start in starts.items() if stored.next_offset(p) != start}
+    if moved:
+        raise ConcurrentIngestError(f"{plan.topic}: the stored offsets {moved} no longer match this batch's "
+                                    f"start {starts}; another writer landed data first. Re-plan the batch.")
+
+    consumer = make_consumer(settings.bootstrap_servers)
+    try:
+        messages = read_range(consumer, plan.topic, plan.ranges, stored)
+    finally:
+        consumer.close()
+    decoded = decode_batch(event_type, messages, datetime.now(UTC), table.schema().as_arrow())
+    last_value = {p: v for p, v in zip(messages.partitions, messages.values, strict=True)}
+    next_offsets = dict(stored.next_offsets) | ends
+    fingerprints = dict(stored.fingerprints) | {p: fingerprint(v) for p, v in last_value.items()}
+    if before_commit is not None:
+        before_commit()
+
+    # Dead letters first: if the run dies between the two commits, the retry finds them by batch id
+    # and only lands the rows; the other order could advance the offsets and lose the dead letters.
+    if decoded.dead_letters.num_rows:
+        dead_letters = dead_letter_table(catalog, settings)
+        if not _dead_letters_landed(dead_letters, plan.run_key):
+            try:
+                dead_letters.append(decoded.dead_letters, snapshot_properties={BATCH_ID_KEY: plan.run_key})
+            except CommitFailedException as error:
+                raise ConcurrentIngestError(f"raw.dead_letter changed during the commit: {error}") from error
+    try:
+        table.append(decoded.rows, snapshot_properties=offsets_properties(plan.topic, starts, next_offsets,
+                                                                          fingerprints))
+    except CommitFailedException as error:
+        raise ConcurrentIngestError(f"{table.name()} moved while this batch was in flight ({error}); "
+                                    "nothing was written. Re-plan the batch.") from error
+    snapshot = table.current_snapshot()
+    return BatchResult(plan, decoded.rows.num_rows, decoded.dead_letters.num_rows,
+                       snapshot.snapshot_id if snapshot else None, next_offsets)
+
+
+def ingest_until_caught_up(settings: Settings, topic: str, *, catalog: Catalog | None = None,
+                           on_batch: Callable[[BatchResult], None] | None = None) -> list[BatchResult]:
+    """Plan and land batches until the topic has nothing new (what ``analytics-platform ingest`` does)."""
+    catalog = catalog or load_catalog(settings)
+    results = []
+    while (plan := plan_next_batch(settings, topic, catalog=catalog)) is not None:
+        result = land_batch(settings, plan, catalog=catalog)
+        results.append(result)
+        if on_batch:
+            on_batch(result)
+    return results

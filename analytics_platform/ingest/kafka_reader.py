@@ -1,0 +1,204 @@
+"""Reading exact offset ranges from Kafka with ``assign()`` (no consumer group, no committed offsets).
+
+Offsets live in Iceberg, so the consumer never joins a group: it is assigned the partitions at the
+stored positions and reads to a known end. The end is probed by reading the log's tail rather than
+trusted from the high watermark, which Tansu reports as the base offset of the last batch + 1.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+from analytics_platform.exceptions import BrokerError, OffsetMismatchError, TransientError
+from analytics_platform.ingest.offsets import StoredOffsets, fingerprint
+
+METADATA_TIMEOUT_S = 10.0
+STALL_TIMEOUT_S = 30.0
+# An end-of-partition event before the planned end is only believed once nothing follows it:
+# Tansu's wrong high watermark can raise it in the middle of the last record batch.
+EARLY_EOF_GRACE_S = 2.0
+CONSUME_CHUNK = 10_000
+
+RESET_HINT = (
+    "The embedded broker keeps its log in memory, so restarting it starts every topic again at offset 0 "
+    "while Iceberg still holds the old offsets. Keep the landed rows and continue from the new log with "
+    "`analytics-platform offsets reset --topic {topic}`, or start from scratch with "
+    "`analytics-platform reset --yes` (deletes the platform home)."
+)
+
+
+def make_consumer(bootstrap_servers: str) -> Consumer:
+    return Consumer(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": "analytics-platform-ingest",  # required by the client; never joined (assign only)
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "enable.partition.eof": True,
+            "auto.offset.reset": "error",  # an out-of-range position is a mismatch, never a silent jump
+            "fetch.queue.backoff.ms": 5,  # the 1000 ms default halves throughput
+            "fetch.max.bytes": 64 * 1024 * 1024,
+            "max.partition.fetch.bytes": 16 * 1024 * 1024,
+        }
+    )
+
+
+@dataclass(frozen=True)
+class LogBounds:
+    """A partition's first retained offset and the offset the next produced message will get."""
+
+    start: int
+    end: int
+
+
+@dataclass
+class RawMessages:
+    """Messages of one batch, column-wise, in (partition, offset) order."""
+
+    topic: str
+    partitions: list[int] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    keys: list[bytes | None] = field(default_factory=list)
+    values: list[bytes | None] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+
+def topic_partitions(consumer: Consumer, topic: str) -> list[int]:
+    try:
+        metadata = consumer.list_topics(topic, timeout=METADATA_TIMEOUT_S)
+    except Exception as error:
+        raise TransientError(f"cannot read metadata of {topic}: {error}") from error
+    topic_metadata = metadata.topics.get(topic)
+    if topic_metadata is None or topic_metadata.error is not None or not topic_metadata.partitions:
+        raise BrokerError(f"topic {topic} does not exist on the broker; create it with "
+                          "`analytics-platform topics create`.")
+    return sorted(topic_metadata.partitions)
+
+
+def probe_log_bounds(consumer: Consumer, topic: str) -> dict[int, LogBounds]:
+    """Each partition's true end offset: read from just before the high watermark to end of log."""
+    bounds: dict[int, LogBounds] = {}
+    tails: list[TopicPartition] = []
+    for partition in topic_partitions(consumer, topic):
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=METADATA_TIMEOUT_S)
+        bounds[partition] = LogBounds(max(low, 0), max(high, 0))
+        if high > 0:
+            tails.append(TopicPartition(topic, partition, max(high - 1, low)))
+    if not tails:
+        return bounds
+    consumer.assign(tails)
+    pending = {tp.partition for tp in tails}
+    deadline = time.monotonic() + STALL_TIMEOUT_S
+    try:
+        while pending:
+            if time.monotonic() > deadline:
+                raise TransientError(f"probing the end of {topic} timed out; partitions {sorted(pending)}")
+            for message in consumer.consume(CONSUME_CHUNK, timeout=0.2):
+                error = message.error()
+                partition = message.partition()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(partition)
+                        continue
+                    raise TransientError(f"reading the tail of {topic}[{partition}] failed: {error}")
+                old = bounds[partition]
+                bounds[partition] = LogBounds(old.start, max(old.end, message.offset() + 1))
+    finally:
+        consumer.unassign()
+    return bounds
+
+
+def check_stored_offsets(stored: StoredOffsets, bounds: dict[int, LogBounds]) -> None:
+    """Refuse to go on when Iceberg's offsets do not fit the log: never skip or re-read silently."""
+    for partition, next_offset in sorted(stored.next_offsets.items()):
+        log = bounds.get(partition)
+        if log is None:
+            raise OffsetMismatchError(
+                f"{stored.topic} has no partition {partition}, but Iceberg holds offsets for it. "
+                + RESET_HINT.format(topic=stored.topic))
+        if next_offset > log.end:
+            raise OffsetMismatchError(
+                f"{stored.topic}[{partition}] ends at offset {log.end}, but Iceberg has already landed "
+                f"everything before offset {next_offset} (snapshot {stored.snapshot_id}): the Kafka log was "
+                "replaced or truncated. " + RESET_HINT.format(topic=stored.topic))
+        if next_offset < log.start:
+            raise OffsetMismatchError(
+                f"{stored.topic}[{partition}] now starts at offset {log.start}, past the next offset to "
+                f"land ({next_offset}): messages {next_offset}..{log.start - 1} were deleted by retention "
+                "before they were ingested. " + RESET_HINT.format(topic=stored.topic))
+
+
+def read_range(
+    consumer: Consumer, topic: str, ranges: dict[int, tuple[int, int]], stored: StoredOffsets
+) -> RawMessages:
+    """Exactly the messages with ``start <= offset < end`` per partition.
+
+    Where a previous batch landed, reading starts one message early to compare that message with
+    the stored fingerprint: a different message at the same offset means a different log.
+    """
+    todo = {p: (start, end) for p, (start, end) in ranges.items() if end > start}
+    messages = RawMessages(topic)
+    if not todo:
+        return messages
+    verify = {p: stored.fingerprints[p] for p, (start, _) in todo.items()
+              if start > 0 and stored.fingerprints.get(p) and stored.next_offset(p) == start}
+    consumer.assign([TopicPartition(topic, p, start - 1 if p in verify else start)
+                     for p, (start, _) in todo.items()])
+    per_partition: dict[int, list[tuple[int, bytes | None, bytes | None]]] = {p: [] for p in todo}
+    position = {p: start for p, (start, _) in todo.items()}
+    last_progress = time.monotonic()
+    early_eof: dict[int, int] = {}
+    try:
+        while any(position[p] < end for p, (_, end) in todo.items()):
+            batch = consumer.consume(CONSUME_CHUNK, timeout=0.2)
+            idle_s = time.monotonic() - last_progress
+            if batch:
+                last_progress = time.monotonic()
+            elif early_eof and idle_s > EARLY_EOF_GRACE_S:
+                partition, at = next(iter(early_eof.items()))
+                raise OffsetMismatchError(
+                    f"{topic}[{partition}] ended at offset {at} while offsets up to {todo[partition][1] - 1} "
+                    "were planned: the log shrank. " + RESET_HINT.format(topic=topic))
+            elif idle_s > STALL_TIMEOUT_S:
+                raise TransientError(f"no progress reading {topic} for {STALL_TIMEOUT_S:.0f}s; "
+                                     f"positions {position}, wanted {todo}")
+            for message in batch:
+                partition = message.partition()
+                error = message.error()
+                start, end = todo[partition]
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        if position[partition] < end:
+                            early_eof[partition] = message.offset()
+                        continue
+                    if error.code() == KafkaError._AUTO_OFFSET_RESET:
+                        raise OffsetMismatchError(f"{topic}[{partition}]: offset {start} is out of range "
+                                                  f"({error}). " + RESET_HINT.format(topic=topic))
+                    raise TransientError(f"reading {topic}[{partition}] failed: {error}")
+                offset = message.offset()
+                early_eof.pop(partition, None)
+                if offset < start:
+                    if partition in verify and fingerprint(message.value()) != verify[partition]:
+                        raise OffsetMismatchError(
+                            f"{topic}[{partition}] offset {offset} holds a different message than the one "
+                            "landed in Iceberg: the Kafka log was replaced. " + RESET_HINT.format(topic=topic))
+                    verify.pop(partition, None)
+                    continue
+                if offset >= end:
+                    continue
+                per_partition[partition].append((offset, message.key(), message.value()))
+                position[partition] = offset + 1
+    finally:
+        consumer.unassign()
+    for partition in sorted(per_partition):
+        for offset, key, value in per_partition[partition]:
+            messages.partitions.append(partition)
+            messages.offsets.append(offset)
+            messages.keys.append(key)
+            messages.values.append(value)
+    return messages

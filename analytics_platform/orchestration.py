@@ -1,0 +1,101 @@
+"""Running the platform's Dagster jobs from the CLI and the demo, on the shared instance.
+
+Going through the jobs (not calling the libraries directly) means a CLI ingest or build is the same
+code as a sensor-launched run and shows up in the Dagster UI's history like one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+
+from analytics_platform.exceptions import PlatformError
+from analytics_platform.ingest.batch import plan_next_batch
+from analytics_platform.instance import get_instance
+from analytics_platform.settings import Settings
+
+
+def ingest_through_dagster(settings: Settings, topic: str) -> Iterator[tuple[int, int]]:
+    """Plan and run the topic's ingest job until caught up; yields (rows landed, dead letters) per run."""
+    from analytics_platform.definitions import defs
+    from analytics_platform.defs.ingestion.assets import raw_asset_key
+    from analytics_platform.events import event_type_for_topic
+
+    event_type = event_type_for_topic(topic)
+    job = defs.resolve_job_def(f"ingest_{event_type.name}")
+    op_name = raw_asset_key(event_type).to_python_identifier()
+    instance = get_instance(settings)
+    while (plan := plan_next_batch(settings, topic)) is not None:
+        result = job.execute_in_process(
+            run_config={"ops": {op_name: {"config": {"ranges": plan.to_config()["ranges"]}}}},
+            instance=instance, raise_on_error=True,
+        )
+        materialization = result.asset_materializations_for_node(op_name)[0]
+        metadata = materialization.metadata
+        yield int(metadata["rows_landed"].value), int(metadata["dead_lettered"].value)  # type: ignore[arg-type]
+
+
+def build_marts(settings: Settings, log_path: Path | None = None) -> float:
+    """Run the ``build_marts`` job (dbt build + atomic publish); returns seconds taken.
+
+    With ``log_path``, dbt's and Dagster's output go to that file instead of the terminal.
+    """
+    from analytics_platform.definitions import defs
+
+    started = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        run_config: dict[str, object] = {}
+        if log_path is not None:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(contextlib.redirect_stdout(stack.enter_context(log_path.open("a"))))
+            run_config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+        result = defs.resolve_job_def("build_marts").execute_in_process(
+            run_config=run_config, instance=get_instance(settings), raise_on_error=False)
+    if not result.success:
+        where = f"see {log_path}" if log_path else "see the dbt output above"
+        raise PlatformError(f"the dbt build failed ({where}, or the run in the Dagster UI); the previously "
+                            "published marts are unchanged.")
+    return time.monotonic() - started
+
+
+@dataclass(frozen=True)
+class SensorRun:
+    sensor: str
+    run_key: str
+    success: bool
+
+
+def tick_ingest_sensors(settings: Settings, instance: dg.DagsterInstance, *,
+                        log_level: str = "INFO") -> list[SensorRun]:
+    """Evaluate every ingest sensor once and execute the runs it requests, as the daemon would.
+
+    Runs execute in this process (no ~10 s process launch each) and are recorded on ``instance`` with
+    the sensor's run key, so a request already executed is skipped exactly as the daemon skips it.
+    Used by the demo and the end-to-end tests; ``make dev`` leaves this to the real daemon.
+    """
+    from analytics_platform.definitions import defs
+    from analytics_platform.defs.ingestion.sensors import ingest_sensors
+    from analytics_platform.defs.resources import PlatformResource
+
+    runs = []
+    for sensor in ingest_sensors:
+        with dg.build_sensor_context(instance=instance, sensor_name=sensor.name,
+                                     resources={"platform": PlatformResource()}) as context:
+            result = sensor(context)
+        for request in result.run_requests or []:
+            tags = {**request.tags, "dagster/run_key": request.run_key or "", "dagster/sensor_name": sensor.name}
+            if request.run_key and instance.get_run_records(
+                    dg.RunsFilter(tags={"dagster/sensor_name": sensor.name, "dagster/run_key": request.run_key}),
+                    limit=1):
+                continue
+            job = defs.resolve_job_def(sensor.job_name)
+            run_config = {**request.run_config, "loggers": {"console": {"config": {"log_level": log_level}}}}
+            outcome = job.execute_in_process(run_config=run_config, instance=instance, tags=tags,
+                                             raise_on_error=False)
+            runs.append(SensorRun(sensor.name, request.run_key or "", outcome.success))
+    return runs

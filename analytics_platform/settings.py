@@ -1,0 +1,99 @@
+"""Typed platform settings, read from the environment (prefix ``PLATFORM_``) when asked for.
+
+One home directory holds everything the embedded platform writes, so a demo or a test is one folder
+to inspect or delete. Every location inside it can be pointed elsewhere (a PostgreSQL catalog, an
+``s3://`` warehouse) without code changes. Settings are never read at import time: call
+:func:`get_settings` where they are needed, so tests and CLIs can change the environment first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from analytics_platform.exceptions import ConfigError
+
+
+class Settings(BaseSettings):
+    """Where the platform keeps its state and how it talks to Kafka."""
+
+    model_config = SettingsConfigDict(env_prefix="PLATFORM_", extra="ignore")
+
+    home: Path = Field(
+        default=Path(".platform"),
+        description="Directory for all local state (catalog, warehouse, DuckDB marts, Dagster, broker).",
+    )
+    catalog_uri: str | None = Field(
+        default=None,
+        description="SQLAlchemy URI of the Iceberg SQL catalog. Default: SQLite file in the home directory. "
+        "Production: postgresql+psycopg2://user:password@host:5432/db.",
+    )
+    warehouse: str | None = Field(
+        default=None,
+        description="Iceberg warehouse location (file:///... or s3://bucket/prefix). Default: <home>/warehouse.",
+    )
+    duckdb_dir: Path | None = Field(
+        default=None,
+        description="Directory of the DuckDB marts builds and the published pointer. Default: <home>/duckdb.",
+    )
+    dagster_home: Path | None = Field(
+        default=None, description="DAGSTER_HOME used by the CLI and `make dev`. Default: <home>/dagster."
+    )
+    dagster_storage_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL for Dagster's run, event and schedule storage "
+        "(postgresql://user:password@host:5432/db). Default: SQLite files in the Dagster home.",
+    )
+    kafka_bootstrap_servers: str | None = Field(
+        default=None,
+        description="Kafka bootstrap servers. Default: the embedded broker at 127.0.0.1:<broker_port>.",
+    )
+    broker_port: int = Field(default=19092, description="Port of the embedded Tansu broker.")
+    topic_partitions: int = Field(default=3, ge=1, description="Partitions per event topic on creation.")
+    batch_max_events: int = Field(
+        default=100_000, ge=1, description="Upper bound on events one ingestion run lands (one micro-batch)."
+    )
+    raw_namespace: str = Field(default="raw", description="Iceberg namespace of the raw event tables.")
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @field_validator("broker_port")
+    @classmethod
+    def _valid_port(cls, value: int) -> int:
+        if not 0 < value < 65536:
+            raise ConfigError(f"PLATFORM_BROKER_PORT={value} is not a TCP port; choose 1-65535.")
+        return value
+
+    @property
+    def catalog_sql_uri(self) -> str:
+        return self.catalog_uri or f"sqlite:///{self.home / 'catalog.db'}"
+
+    @property
+    def warehouse_uri(self) -> str:
+        return self.warehouse or (self.home / "warehouse").as_uri()
+
+    @property
+    def duckdb_path(self) -> Path:
+        return (self.duckdb_dir or self.home / "duckdb").expanduser().resolve()
+
+    @property
+    def dagster_home_path(self) -> Path:
+        return (self.dagster_home or self.home / "dagster").expanduser().resolve()
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap_servers or f"127.0.0.1:{self.broker_port}"
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.home / "broker"
+
+
+def get_settings() -> Settings:
+    """Read settings from the environment now (not cached: tests change the environment)."""
+    return Settings()

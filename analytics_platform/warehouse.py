@@ -1,0 +1,158 @@
+"""The DuckDB marts warehouse: one new file per dbt build, published by an atomic pointer swap.
+
+DuckDB allows one writer per file, and rebuilding tables in place while a dashboard reads them makes
+readers fail or see half-built state. So every build writes a fresh copy of the last published file
+(``builds/marts-<time>.duckdb``), and only a successful build is published by atomically replacing
+the symlink ``marts.duckdb``. Readers open the file the symlink resolves to, read-only, and reopen
+when it changes: they never wait for a build and never see one in progress.
+
+The build file exposes the raw Iceberg tables as views in schema ``raw``, each pinned to the table's
+metadata file at build start, so every model of one build reads the same snapshot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+
+import duckdb
+from pyiceberg.catalog import Catalog
+
+from analytics_platform.events import EVENT_TYPES
+from analytics_platform.ingest.lakehouse import DEAD_LETTER_TABLE, dead_letter_table, raw_table
+from analytics_platform.settings import Settings
+
+EXTENSION_PACKAGES = ("duckdb_extension_avro", "duckdb_extension_iceberg")
+PUBLISHED_NAME = "marts.duckdb"
+KEEP_BUILDS = 3
+
+
+def extension_directory(settings: Settings) -> Path:
+    return settings.duckdb_path / "extensions"
+
+
+def published_link(settings: Settings) -> Path:
+    return settings.duckdb_path / PUBLISHED_NAME
+
+
+def _duckdb_config(settings: Settings) -> dict[str, str]:
+    return {"extension_directory": str(extension_directory(settings)), "autoinstall_known_extensions": "false"}
+
+
+def install_extensions(settings: Settings) -> None:
+    """Install the iceberg and avro extensions from their wheels (DuckDB cannot download them here)."""
+    directory = extension_directory(settings)
+    directory.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(config=_duckdb_config(settings))
+    try:
+        installed = {name for (name,) in con.execute(
+            "select extension_name from duckdb_extensions() where installed").fetchall()}
+        for package in EXTENSION_PACKAGES:
+            name = package.removeprefix("duckdb_extension_")
+            if name in installed:
+                continue
+            files = list(Path(str(resources.files(package))).rglob("*.duckdb_extension"))
+            if len(files) != 1:
+                raise RuntimeError(f"expected one extension file in the {package} wheel, found {files}; "
+                                   f"reinstall it at DuckDB's version {duckdb.__version__}.")
+            con.execute(f"INSTALL '{files[0]}'")
+    finally:
+        con.close()
+
+
+def current_build(settings: Settings) -> Path | None:
+    """The published build file, or None before the first successful build."""
+    link = published_link(settings)
+    return link.resolve() if link.exists() else None
+
+
+@contextlib.contextmanager
+def build_lock(settings: Settings) -> Iterator[None]:
+    """Serialise builds: each starts from the previous published file, so two at once would race."""
+    settings.duckdb_path.mkdir(parents=True, exist_ok=True)
+    with (settings.duckdb_path / "build.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def prepare_build(settings: Settings, catalog: Catalog) -> Path:
+    """A new build file: a copy of the published one, with ``raw`` views pinned to current snapshots."""
+    install_extensions(settings)
+    builds = settings.duckdb_path / "builds"
+    builds.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    path = builds / f"marts-{stamp}-{uuid.uuid4().hex[:8]}.duckdb"
+    previous = current_build(settings)
+    if previous is not None:
+        shutil.copyfile(previous, path)
+    tables = {name: raw_table(catalog, settings, event_type) for name, event_type in EVENT_TYPES.items()}
+    tables[DEAD_LETTER_TABLE] = dead_letter_table(catalog, settings)
+    con = duckdb.connect(str(path), config=_duckdb_config(settings))
+    try:
+        con.execute("load iceberg")
+        con.execute("create schema if not exists raw")
+        for name, table in tables.items():
+            if table.current_snapshot() is None:
+                # iceberg_scan needs a snapshot; an empty table is an empty relation of the right shape.
+                columns = ", ".join(f"null::{_duck_type(field)} as {field.name}" for field in table.schema().fields)
+                con.execute(f"create or replace view raw.{name} as select {columns} where false")
+            else:
+                con.execute(f"create or replace view raw.{name} as "
+                             f"select * from iceberg_scan('{table.metadata_location}')")
+    finally:
+        con.close()
+    return path
+
+
+def _duck_type(field: object) -> str:
+    from pyiceberg.types import DecimalType, IntegerType, LongType, StructType, TimestamptzType
+
+    field_type = field.field_type  # type: ignore[attr-defined]
+    if isinstance(field_type, StructType):
+        members = ", ".join(f"{child.name} {_duck_type(child)}" for child in field_type.fields)
+        return f"struct({members})"
+    if isinstance(field_type, DecimalType):
+        return f"decimal({field_type.precision}, {field_type.scale})"
+    if isinstance(field_type, TimestamptzType):
+        return "timestamptz"
+    if isinstance(field_type, IntegerType):
+        return "integer"
+    if isinstance(field_type, LongType):
+        return "bigint"
+    return "blob" if str(field_type) == "binary" else "varchar"
+
+
+def publish(settings: Settings, build: Path) -> None:
+    """Atomically point ``marts.duckdb`` at ``build`` and delete builds older than the last few."""
+    link = published_link(settings)
+    staging_link = link.with_name(f".{PUBLISHED_NAME}.{uuid.uuid4().hex}")
+    staging_link.symlink_to(os.path.relpath(build, link.parent))
+    os.replace(staging_link, link)  # rename(2) is atomic: readers see the old or the new build
+    builds = sorted((settings.duckdb_path / "builds").glob("marts-*.duckdb"), key=lambda p: p.stat().st_mtime)
+    for old in builds[:-KEEP_BUILDS]:
+        if old != build:
+            old.unlink(missing_ok=True)  # open readers keep their file until they close it
+
+
+def discard(build: Path) -> None:
+    build.unlink(missing_ok=True)
+    Path(f"{build}.wal").unlink(missing_ok=True)
+
+
+def connect_marts(settings: Settings) -> duckdb.DuckDBPyConnection:
+    """A read-only connection to the published marts (what the query API and BI tools use)."""
+    build = current_build(settings)
+    if build is None:
+        raise FileNotFoundError(f"no marts published yet in {settings.duckdb_path}; run "
+                                "`analytics-platform build` (or wait for the first automatic build).")
+    return duckdb.connect(str(build), read_only=True, config=_duckdb_config(settings))
