@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     dagster_storage_url: str | None = Field(
         default=None,
         description="PostgreSQL URL for Dagster's run, event and schedule storage "
-        "(postgresql://user:password@host:5432/db). Default: SQLite files in the Dagster home.",
+        "(postgresql+psycopg2://user:password@host:5432/db). Default: SQLite files in the Dagster home.",
     )
     kafka_bootstrap_servers: str | None = Field(
         default=None,
