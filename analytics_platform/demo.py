@@ -120,10 +120,12 @@ def run_dev(settings: Settings, *, rate: float, port: int, echo: Echo) -> None:
         if started_broker:
             _continue_after_fresh_broker(settings, catalog, echo)
         logs = settings.home / "logs"
+        # This venv's tools first: dagster-dbt's dev-mode `dbt parse` looks for `dbt` on PATH.
+        env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
         processes.append(spawn([sys.executable, "-m", "analytics_platform.cli", "generate", "--live",
-                                "--rate", str(rate)], logs / "generator.log", env=dict(os.environ)))
+                                "--rate", str(rate)], logs / "generator.log", env=env))
         processes.append(spawn([str(BIN / "dagster"), "dev", "-w", str(WORKSPACE), "-h", "127.0.0.1",
-                                "-p", str(port)], logs / "dagster-dev.log", env=dict(os.environ), cwd=REPO_ROOT))
+                                "-p", str(port)], logs / "dagster-dev.log", env=env, cwd=REPO_ROOT))
         echo(f"broker: {settings.bootstrap_servers}; generator: {rate:g} events/s ({logs / 'generator.log'})")
         echo(f"Dagster UI: http://127.0.0.1:{port}  (logs: {logs / 'dagster-dev.log'}); Ctrl-C stops everything")
         while all(process.poll() is None for process in processes):
