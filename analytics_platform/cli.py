@@ -6,6 +6,7 @@ Every command reads its settings from ``PLATFORM_*`` environment variables (see 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import shutil
 import sys
@@ -19,8 +20,11 @@ from analytics_platform import broker as embedded_broker
 from analytics_platform.exceptions import PlatformError
 from analytics_platform.settings import Settings, get_settings
 
-app = typer.Typer(help="Event-driven analytics lakehouse: Kafka -> Iceberg -> dbt marts, in Dagster.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Event-driven analytics lakehouse: Kafka -> Iceberg -> dbt marts, in Dagster.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 broker_app = typer.Typer(help="The embedded Kafka-compatible broker (Tansu, memory-only).", no_args_is_help=True)
 topics_app = typer.Typer(help="Kafka topics, one per event type.", no_args_is_help=True)
 offsets_app = typer.Typer(help="Kafka offsets stored in the raw Iceberg tables.", no_args_is_help=True)
@@ -67,14 +71,17 @@ def broker_status() -> None:
     if status.running:
         _echo(f"running (pid {status.pid}); bootstrap servers: {status.bootstrap_servers}; log: {status.log_path}")
     else:
-        _echo(f"not running (would listen on {status.bootstrap_servers}); start it with "
-              "`analytics-platform broker start`")
+        _echo(
+            f"not running (would listen on {status.bootstrap_servers}); start it with `analytics-platform broker start`"
+        )
         raise typer.Exit(code=1)
 
 
 @topics_app.command("create")
 def topics_create(
-    partitions: Annotated[int | None, typer.Option(help="Partitions per topic (default PLATFORM_TOPIC_PARTITIONS).")] = None,
+    partitions: Annotated[
+        int | None, typer.Option(help="Partitions per topic (default PLATFORM_TOPIC_PARTITIONS).")
+    ] = None,
 ) -> None:
     """Create the events.<type> topics that do not exist yet."""
     from analytics_platform.topics import create_topics, event_topics
@@ -106,20 +113,23 @@ def generate(
     if live:
         stream = itertools.chain.from_iterable(live_sessions(seed))
         _echo(f"producing a live stream at {rate or 'max'} events/s to {settings.bootstrap_servers}; Ctrl-C stops")
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             publish(stream, settings.bootstrap_servers, rate=rate or 20.0)
-        except KeyboardInterrupt:
-            pass
         return
-    first_day = (start.replace(tzinfo=UTC) if start else DEFAULT_START)
+    first_day = start.replace(tzinfo=UTC) if start else DEFAULT_START
     _echo(f"generating {events:,} events over {days} day(s) from {first_day:%Y-%m-%d} (seed {seed}) ...")
     stream_events = generate_events(events, seed=seed, days=days, start=first_day)
     started = time.monotonic()
-    delivered = publish(stream_events, settings.bootstrap_servers, rate=rate,
-                        progress=lambda n: _echo(f"  produced {n:,}/{events:,}") if n % 50_000 == 0 else None)
+    delivered = publish(
+        stream_events,
+        settings.bootstrap_servers,
+        rate=rate,
+        progress=lambda n: _echo(f"  produced {n:,}/{events:,}") if n % 50_000 == 0 else None,
+    )
     elapsed = time.monotonic() - started
-    _echo(f"produced {delivered:,} events in {elapsed:.1f}s ({delivered / max(elapsed, 1e-9):,.0f}/s), "
-          "all acknowledged")
+    _echo(
+        f"produced {delivered:,} events in {elapsed:.1f}s ({delivered / max(elapsed, 1e-9):,.0f}/s), all acknowledged"
+    )
 
 
 @app.command()
@@ -193,8 +203,10 @@ def offsets_show() -> None:
     catalog = load_catalog(settings)
     for event_type in EVENT_TYPES.values():
         stored = stored_offsets(raw_table(catalog, settings, event_type), event_type.topic)
-        _echo(f"{event_type.topic}: next offsets {stored.next_offsets or '{} (nothing landed)'} "
-              f"(snapshot {stored.snapshot_id})")
+        _echo(
+            f"{event_type.topic}: next offsets {stored.next_offsets or '{} (nothing landed)'} "
+            f"(snapshot {stored.snapshot_id})"
+        )
 
 
 @offsets_app.command("reset")
@@ -226,7 +238,9 @@ def offsets_reset(
 
 
 @app.command()
-def reset(yes: Annotated[bool, typer.Option("--yes", help="Confirm deleting the platform home.")] = False) -> None:
+def reset(
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm deleting the platform home.")] = False,
+) -> None:
     """Drop the raw tables and delete the platform home (warehouse, marts, Dagster history)."""
     from pyiceberg.exceptions import NoSuchTableError
 
@@ -240,10 +254,8 @@ def reset(yes: Annotated[bool, typer.Option("--yes", help="Confirm deleting the 
         embedded_broker.stop(settings)
     catalog = load_catalog(settings)
     for name in [*(topic.removeprefix("events.") for topic in event_topics()), DEAD_LETTER_TABLE]:
-        try:
+        with contextlib.suppress(NoSuchTableError):
             catalog.purge_table(table_identifier(settings, name))
-        except NoSuchTableError:
-            pass
     shutil.rmtree(settings.home, ignore_errors=True)
     _echo(f"deleted {settings.home}")
 

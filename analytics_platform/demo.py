@@ -60,10 +60,15 @@ def run_demo(settings: Settings, *, events: int, days: int, seed: int, echo: Ech
         stream = generate_events(events, seed=seed, days=days)
         expected = Counter(event["event_type"] for event in stream)
         produce_started = time.monotonic()
-        publish(stream, settings.bootstrap_servers,
-                progress=lambda n: step(f"  produced {n:,}/{events:,}") if n % 50_000 == 0 else None)
-        step(f"produced {events:,} events in {time.monotonic() - produce_started:.1f}s: "
-             + ", ".join(f"{name} {count:,}" for name, count in sorted(expected.items())))
+        publish(
+            stream,
+            settings.bootstrap_servers,
+            progress=lambda n: step(f"  produced {n:,}/{events:,}") if n % 50_000 == 0 else None,
+        )
+        step(
+            f"produced {events:,} events in {time.monotonic() - produce_started:.1f}s: "
+            + ", ".join(f"{name} {count:,}" for name, count in sorted(expected.items()))
+        )
 
         step("ticking the ingest sensors: each tick plans micro-batches and runs them in this process")
         instance = get_instance(settings)
@@ -74,16 +79,20 @@ def run_demo(settings: Settings, *, events: int, days: int, seed: int, echo: Ech
             ticked = tick_ingest_sensors(settings, instance, log_level="WARNING")
             failed = [run for run in ticked if not run.success]
             if failed:
-                raise PlatformError(f"ingest run(s) failed: {[run.run_key for run in failed]}; "
-                                    "open the Dagster UI (`make dev`) to see their logs")
+                raise PlatformError(
+                    f"ingest run(s) failed: {[run.run_key for run in failed]}; "
+                    "open the Dagster UI (`make dev`) to see their logs"
+                )
             runs += len(ticked)
             landed, dead = report.landed_counts(catalog, settings)
             step(f"  landed {sum(landed.values()) + dead:,}/{events:,} events ({runs} runs)")
             if not ticked:
                 break
         ingest_s = time.monotonic() - ingest_started
-        step(f"ingested {events:,} events in {ingest_s:.1f}s through {runs} sensor-requested runs "
-             f"({events / ingest_s:,.0f} events/s, decode and Iceberg commits included)")
+        step(
+            f"ingested {events:,} events in {ingest_s:.1f}s through {runs} sensor-requested runs "
+            f"({events / ingest_s:,.0f} events/s, decode and Iceberg commits included)"
+        )
         if landed != dict(expected) and not dead:
             raise PlatformError(f"landed counts {landed} differ from produced counts {dict(expected)}")
 
@@ -93,8 +102,10 @@ def run_demo(settings: Settings, *, events: int, days: int, seed: int, echo: Ech
         echo("")
         echo(report.render(report.collect(catalog, settings)))
         echo("")
-        step(f"demo finished; its state stays in {settings.home} (`analytics-platform reset --yes` with "
-             "that PLATFORM_HOME deletes it)")
+        step(
+            f"demo finished; its state stays in {settings.home} (`analytics-platform reset --yes` with "
+            "that PLATFORM_HOME deletes it)"
+        )
     finally:
         if started_broker:
             broker.stop(settings)
@@ -122,10 +133,21 @@ def run_dev(settings: Settings, *, rate: float, port: int, echo: Echo) -> None:
         logs = settings.home / "logs"
         # This venv's tools first: dagster-dbt's dev-mode `dbt parse` looks for `dbt` on PATH.
         env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-        processes.append(spawn([sys.executable, "-m", "analytics_platform.cli", "generate", "--live",
-                                "--rate", str(rate)], logs / "generator.log", env=env))
-        processes.append(spawn([str(BIN / "dagster"), "dev", "-w", str(WORKSPACE), "-h", "127.0.0.1",
-                                "-p", str(port)], logs / "dagster-dev.log", env=env, cwd=REPO_ROOT))
+        processes.append(
+            spawn(
+                [sys.executable, "-m", "analytics_platform.cli", "generate", "--live", "--rate", str(rate)],
+                logs / "generator.log",
+                env=env,
+            )
+        )
+        processes.append(
+            spawn(
+                [str(BIN / "dagster"), "dev", "-w", str(WORKSPACE), "-h", "127.0.0.1", "-p", str(port)],
+                logs / "dagster-dev.log",
+                env=env,
+                cwd=REPO_ROOT,
+            )
+        )
         echo(f"broker: {settings.bootstrap_servers}; generator: {rate:g} events/s ({logs / 'generator.log'})")
         echo(f"Dagster UI: http://127.0.0.1:{port}  (logs: {logs / 'dagster-dev.log'}); Ctrl-C stops everything")
         while all(process.poll() is None for process in processes):
@@ -152,7 +174,13 @@ def _continue_after_fresh_broker(settings: Settings, catalog: object, echo: Echo
         table = raw_table(catalog, settings, event_type_for_topic(topic))  # type: ignore[arg-type]
         stored = stored_offsets(table, topic)
         if any(stored.next_offsets.values()):
-            reset_offsets(table, topic, dict.fromkeys(stored.next_offsets, 0),
-                          reason="make dev started a new (empty) embedded broker")
-            echo(f"{topic}: the embedded broker started empty; rows landed before stay in raw tables and "
-                 "ingestion continues from offset 0 of the new log (recorded as an offsets-reset snapshot)")
+            reset_offsets(
+                table,
+                topic,
+                dict.fromkeys(stored.next_offsets, 0),
+                reason="make dev started a new (empty) embedded broker",
+            )
+            echo(
+                f"{topic}: the embedded broker started empty; rows landed before stay in raw tables and "
+                "ingestion continues from offset 0 of the new log (recorded as an offsets-reset snapshot)"
+            )

@@ -95,30 +95,58 @@ class EventGenerator:
             if page_index > 0 and rng.random() < 0.6:
                 product = rng.choice(self.products)
                 viewed.append(product)
-                emit("user_visit", {"page": f"/product/{product.product_id}", "referrer": None,
-                                    "product_id": product.product_id})
+                emit(
+                    "user_visit",
+                    {
+                        "page": f"/product/{product.product_id}",
+                        "referrer": None,
+                        "product_id": product.product_id,
+                    },
+                )
             else:
-                emit("user_visit", {"page": rng.choice(("/", "/search", f"/category/{rng.choice(CATEGORIES)}")),
-                                    "referrer": rng.choice(REFERRERS) if page_index == 0 else None,
-                                    "product_id": None})
+                emit(
+                    "user_visit",
+                    {
+                        "page": rng.choice(("/", "/search", f"/category/{rng.choice(CATEGORIES)}")),
+                        "referrer": rng.choice(REFERRERS) if page_index == 0 else None,
+                        "product_id": None,
+                    },
+                )
         if not viewed or rng.random() >= P_ADD_TO_CART:
             return events
         cart = rng.sample(viewed, k=min(len(viewed), rng.randint(1, 3)))
         quantities = [rng.randint(1, 3) for _ in cart]
         for product, quantity in zip(cart, quantities, strict=True):
-            emit("add_to_cart", {"product_id": product.product_id, "price": product.price,
-                                 "quantity": quantity, "currency": currency})
+            emit(
+                "add_to_cart",
+                {
+                    "product_id": product.product_id,
+                    "price": product.price,
+                    "quantity": quantity,
+                    "currency": currency,
+                },
+            )
         if rng.random() >= P_CHECKOUT:
             return events
         order_id = self._uuid()
         cart_value = sum((p.price * q for p, q in zip(cart, quantities, strict=True)), Decimal(0))
         item_count = sum(quantities)
-        emit("checkout", {"order_id": order_id, "cart_value": cart_value, "item_count": item_count,
-                          "currency": currency})
+        emit(
+            "checkout",
+            {"order_id": order_id, "cart_value": cart_value, "item_count": item_count, "currency": currency},
+        )
         if rng.random() >= P_PURCHASE:
             return events
-        emit("purchase", {"order_id": order_id, "revenue": cart_value, "item_count": item_count,
-                          "currency": currency, "payment_method": rng.choice(PAYMENT_METHODS)})
+        emit(
+            "purchase",
+            {
+                "order_id": order_id,
+                "revenue": cart_value,
+                "item_count": item_count,
+                "currency": currency,
+                "payment_method": rng.choice(PAYMENT_METHODS),
+            },
+        )
         return events
 
 

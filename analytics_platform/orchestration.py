@@ -33,7 +33,8 @@ def ingest_through_dagster(settings: Settings, topic: str) -> Iterator[tuple[int
     while (plan := plan_next_batch(settings, topic)) is not None:
         result = job.execute_in_process(
             run_config={"ops": {op_name: {"config": {"ranges": plan.to_config()["ranges"]}}}},
-            instance=instance, raise_on_error=True,
+            instance=instance,
+            raise_on_error=True,
         )
         materialization = result.asset_materializations_for_node(op_name)[0]
         metadata = materialization.metadata
@@ -55,11 +56,14 @@ def build_marts(settings: Settings, log_path: Path | None = None) -> float:
             stack.enter_context(contextlib.redirect_stdout(stack.enter_context(log_path.open("a"))))
             run_config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
         result = defs.resolve_job_def("build_marts").execute_in_process(
-            run_config=run_config, instance=get_instance(settings), raise_on_error=False)
+            run_config=run_config, instance=get_instance(settings), raise_on_error=False
+        )
     if not result.success:
         where = f"see {log_path}" if log_path else "see the dbt output above"
-        raise PlatformError(f"the dbt build failed ({where}, or the run in the Dagster UI); the previously "
-                            "published marts are unchanged.")
+        raise PlatformError(
+            f"the dbt build failed ({where}, or the run in the Dagster UI); the previously "
+            "published marts are unchanged."
+        )
     return time.monotonic() - started
 
 
@@ -70,8 +74,9 @@ class SensorRun:
     success: bool
 
 
-def tick_ingest_sensors(settings: Settings, instance: dg.DagsterInstance, *,
-                        log_level: str = "INFO") -> list[SensorRun]:
+def tick_ingest_sensors(
+    settings: Settings, instance: dg.DagsterInstance, *, log_level: str = "INFO"
+) -> list[SensorRun]:
     """Evaluate every ingest sensor once and execute the runs it requests, as the daemon would.
 
     Runs execute in this process (no ~10 s process launch each) and are recorded on ``instance`` with
@@ -84,18 +89,23 @@ def tick_ingest_sensors(settings: Settings, instance: dg.DagsterInstance, *,
 
     runs = []
     for sensor in ingest_sensors:
-        with dg.build_sensor_context(instance=instance, sensor_name=sensor.name,
-                                     resources={"platform": PlatformResource()}) as context:
+        with dg.build_sensor_context(
+            instance=instance, sensor_name=sensor.name, resources={"platform": PlatformResource()}
+        ) as context:
             result = sensor(context)
         for request in result.run_requests or []:
-            tags = {**request.tags, "dagster/run_key": request.run_key or "", "dagster/sensor_name": sensor.name}
+            tags = {
+                **request.tags,
+                "dagster/run_key": request.run_key or "",
+                "dagster/sensor_name": sensor.name,
+            }
             if request.run_key and instance.get_run_records(
-                    dg.RunsFilter(tags={"dagster/sensor_name": sensor.name, "dagster/run_key": request.run_key}),
-                    limit=1):
+                dg.RunsFilter(tags={"dagster/sensor_name": sensor.name, "dagster/run_key": request.run_key}),
+                limit=1,
+            ):
                 continue
             job = defs.resolve_job_def(sensor.job_name)
             run_config = {**request.run_config, "loggers": {"console": {"config": {"log_level": log_level}}}}
-            outcome = job.execute_in_process(run_config=run_config, instance=instance, tags=tags,
-                                             raise_on_error=False)
+            outcome = job.execute_in_process(run_config=run_config, instance=instance, tags=tags, raise_on_error=False)
             runs.append(SensorRun(sensor.name, request.run_key or "", outcome.success))
     return runs

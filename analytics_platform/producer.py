@@ -54,8 +54,7 @@ class EventProducer:
         value = encode_event(event)
         while True:
             try:
-                self._producer.produce(topic, value=value, key=event["user_id"].encode(),
-                                       on_delivery=self._on_delivery)
+                self._producer.produce(topic, value=value, key=event["user_id"].encode(), on_delivery=self._on_delivery)
                 break
             except BufferError:  # local queue full: let librdkafka drain it, then retry
                 self._producer.poll(0.1)

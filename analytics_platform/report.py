@@ -35,20 +35,29 @@ def landed_counts(catalog: Catalog, settings: Settings) -> tuple[dict[str, int],
 def collect(catalog: Catalog, settings: Settings) -> Summary:
     landed, dead_lettered = landed_counts(catalog, settings)
     with warehouse.connect_marts(settings) as con:
-        dau = con.execute("select activity_date, active_users from marts.fct_daily_active_users "
-                          "order by 1").fetchall()
-        funnel = con.execute("select activity_date, visitors, cart_users, checkout_users, purchasers "
-                             "from marts.fct_funnel_daily order by 1").fetchall()
+        dau = con.execute("select activity_date, active_users from marts.fct_daily_active_users order by 1").fetchall()
+        funnel = con.execute(
+            "select activity_date, visitors, cart_users, checkout_users, purchasers "
+            "from marts.fct_funnel_daily order by 1"
+        ).fetchall()
     return Summary(landed, dead_lettered, dau, funnel)
 
 
 def render(summary: Summary) -> str:
-    lines = ["Events landed in Iceberg", *(f"  raw.{name:<12} {count:>10,}" for name, count in summary.landed.items()),
-             f"  {'total':<16} {sum(summary.landed.values()):>10,}",
-             f"  raw.dead_letter  {summary.dead_lettered:>10,}", "", "Daily active users (marts.fct_daily_active_users)"]
+    lines = [
+        "Events landed in Iceberg",
+        *(f"  raw.{name:<12} {count:>10,}" for name, count in summary.landed.items()),
+        f"  {'total':<16} {sum(summary.landed.values()):>10,}",
+        f"  raw.dead_letter  {summary.dead_lettered:>10,}",
+        "",
+        "Daily active users (marts.fct_daily_active_users)",
+    ]
     lines += [f"  {day}  {users:>8,}" for day, users in summary.daily_active_users]
-    lines += ["", "Funnel, users per step (marts.fct_funnel_daily)",
-              f"  {'date':<10}  {'visit':>8}  {'cart':>8}  {'checkout':>8}  {'purchase':>8}  {'visit→purchase':>14}"]
+    lines += [
+        "",
+        "Funnel, users per step (marts.fct_funnel_daily)",
+        f"  {'date':<10}  {'visit':>8}  {'cart':>8}  {'checkout':>8}  {'purchase':>8}  {'visit→purchase':>14}",
+    ]
     for day, visitors, cart, checkout, purchase in summary.funnel:
         rate = f"{purchase / visitors:.1%}" if visitors else "-"
         lines.append(f"  {day!s:<10}  {visitors:>8,}  {cart:>8,}  {checkout:>8,}  {purchase:>8,}  {rate:>14}")

@@ -22,8 +22,10 @@ def create_topics(bootstrap_servers: str, partitions: int, topics: list[str] | N
     try:
         existing = set(admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics)
     except KafkaException as error:
-        raise BrokerError(f"cannot reach Kafka at {bootstrap_servers} ({error}); is the broker running? "
-                          "`analytics-platform broker start` starts the embedded one.") from error
+        raise BrokerError(
+            f"cannot reach Kafka at {bootstrap_servers} ({error}); is the broker running? "
+            "`analytics-platform broker start` starts the embedded one."
+        ) from error
     missing = [topic for topic in wanted if topic not in existing]
     if not missing:
         return []

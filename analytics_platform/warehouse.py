@@ -43,7 +43,10 @@ def published_link(settings: Settings) -> Path:
 
 
 def _duckdb_config(settings: Settings) -> dict[str, str]:
-    return {"extension_directory": str(extension_directory(settings)), "autoinstall_known_extensions": "false"}
+    return {
+        "extension_directory": str(extension_directory(settings)),
+        "autoinstall_known_extensions": "false",
+    }
 
 
 def install_extensions(settings: Settings) -> None:
@@ -52,16 +55,19 @@ def install_extensions(settings: Settings) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(config=_duckdb_config(settings))
     try:
-        installed = {name for (name,) in con.execute(
-            "select extension_name from duckdb_extensions() where installed").fetchall()}
+        installed = {
+            name for (name,) in con.execute("select extension_name from duckdb_extensions() where installed").fetchall()
+        }
         for package in EXTENSION_PACKAGES:
             name = package.removeprefix("duckdb_extension_")
             if name in installed:
                 continue
             files = list(Path(str(resources.files(package))).rglob("*.duckdb_extension"))
             if len(files) != 1:
-                raise RuntimeError(f"expected one extension file in the {package} wheel, found {files}; "
-                                   f"reinstall it at DuckDB's version {duckdb.__version__}.")
+                raise RuntimeError(
+                    f"expected one extension file in the {package} wheel, found {files}; "
+                    f"reinstall it at DuckDB's version {duckdb.__version__}."
+                )
             con.execute(f"INSTALL '{files[0]}'")
     finally:
         con.close()
@@ -107,8 +113,9 @@ def prepare_build(settings: Settings, catalog: Catalog) -> Path:
                 columns = ", ".join(f"null::{_duck_type(field)} as {field.name}" for field in table.schema().fields)
                 con.execute(f"create or replace view raw.{name} as select {columns} where false")
             else:
-                con.execute(f"create or replace view raw.{name} as "
-                             f"select * from iceberg_scan('{table.metadata_location}')")
+                con.execute(
+                    f"create or replace view raw.{name} as select * from iceberg_scan('{table.metadata_location}')"
+                )
     finally:
         con.close()
     return path
@@ -153,6 +160,8 @@ def connect_marts(settings: Settings) -> duckdb.DuckDBPyConnection:
     """A read-only connection to the published marts (what the query API and BI tools use)."""
     build = current_build(settings)
     if build is None:
-        raise FileNotFoundError(f"no marts published yet in {settings.duckdb_path}; run "
-                                "`analytics-platform build` (or wait for the first automatic build).")
+        raise FileNotFoundError(
+            f"no marts published yet in {settings.duckdb_path}; run "
+            "`analytics-platform build` (or wait for the first automatic build)."
+        )
     return duckdb.connect(str(build), read_only=True, config=_duckdb_config(settings))

@@ -62,8 +62,7 @@ def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
         yield "postgres"
     finally:
         with admin.cursor() as cursor:  # end pooled catalog/Dagster connections, then drop
-            cursor.execute("select pg_terminate_backend(pid) from pg_stat_activity where datname = %s",
-                           (database,))
+            cursor.execute("select pg_terminate_backend(pid) from pg_stat_activity where datname = %s", (database,))
             cursor.execute(f'drop database if exists "{database}"')
         admin.close()
 

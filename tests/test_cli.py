@@ -64,8 +64,7 @@ def test_generate_produces_exactly_the_requested_events() -> None:
         assert "produced 2,500 events" in result.stdout
         consumer = make_consumer(get_settings().bootstrap_servers)
         try:
-            total = sum(bounds.end for topic in event_topics()
-                        for bounds in probe_log_bounds(consumer, topic).values())
+            total = sum(bounds.end for topic in event_topics() for bounds in probe_log_bounds(consumer, topic).values())
         finally:
             consumer.close()
         assert total == 2_500

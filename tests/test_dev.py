@@ -38,8 +38,11 @@ def wait_for(condition: Callable[[], T | None], timeout_s: float, what: str) -> 
 
 
 def graphql(port: int, query: str) -> dict[str, Any] | None:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read())["data"]
@@ -63,14 +66,21 @@ def processes_with_home(home: Path) -> list[int]:
 def test_make_dev_serves_the_lineage_runs_sensors_and_stops_cleanly(isolated_platform: Path) -> None:
     port = free_port()
     log = (isolated_platform.parent / "dev.log").open("w")
-    dev = subprocess.Popen([CLI, "dev", "--rate", "50", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
-                           env=dict(os.environ), start_new_session=True)
+    dev = subprocess.Popen(
+        [CLI, "dev", "--rate", "50", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ),
+        start_new_session=True,
+    )
     try:
+
         def asset_graph() -> dict[str, set[str]] | None:
             data = graphql(port, ASSET_GRAPH)
             nodes = (data or {}).get("assetNodes") or []
-            return {"/".join(n["assetKey"]["path"]): {"/".join(d["path"]) for d in n["dependencyKeys"]}
-                    for n in nodes} or None
+            return {
+                "/".join(n["assetKey"]["path"]): {"/".join(d["path"]) for d in n["dependencyKeys"]} for n in nodes
+            } or None
 
         deps = wait_for(asset_graph, 180, "the Dagster webserver to serve the code location's assets")
         for event_type in ("user_visit", "add_to_cart", "checkout", "purchase"):
@@ -80,15 +90,22 @@ def test_make_dev_serves_the_lineage_runs_sensors_and_stops_cleanly(isolated_pla
         assert "intermediate/int_events_unioned" in deps["marts/fct_daily_active_users"]
         assert "intermediate/int_events_unioned" in deps["marts/fct_events_per_minute"]
 
-        sensors = {sensor["name"]: sensor["sensorState"]["status"]
-                   for repo in graphql(port, SENSORS)["repositoriesOrError"]["nodes"] for sensor in repo["sensors"]}
+        sensors = {
+            sensor["name"]: sensor["sensorState"]["status"]
+            for repo in graphql(port, SENSORS)["repositoriesOrError"]["nodes"]
+            for sensor in repo["sensors"]
+        }
         assert {name: status for name, status in sensors.items() if name.startswith("ingest_")} == {
-            f"ingest_{t}_sensor": "RUNNING" for t in ("user_visit", "add_to_cart", "checkout", "purchase")}
+            f"ingest_{t}_sensor": "RUNNING" for t in ("user_visit", "add_to_cart", "checkout", "purchase")
+        }
         assert sensors["marts_automation"] == "RUNNING"
 
         # The daemon's sensor launches a run that lands the live stream into raw.user_visit.
-        wait_for(lambda: (graphql(port, RAW_MATERIALIZATIONS) or {}).get("assetOrError", {})
-                 .get("assetMaterializations"), 240, "a sensor-launched materialization of raw/user_visit")
+        wait_for(
+            lambda: (graphql(port, RAW_MATERIALIZATIONS) or {}).get("assetOrError", {}).get("assetMaterializations"),
+            240,
+            "a sensor-launched materialization of raw/user_visit",
+        )
     finally:
         os.killpg(dev.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends
         dev.wait(90)

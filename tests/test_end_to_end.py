@@ -33,8 +33,9 @@ def test_sensors_ingest_then_dbt_marts_equal_independent_computation(
     settings = get_settings()
     events = produce(settings, 20_000, seed=11, days=2)
     instance = get_instance(settings)
-    assert type(instance.run_storage).__name__ == {"sqlite": "SqliteRunStorage",
-                                                   "postgres": "PostgresRunStorage"}[backend]
+    assert (
+        type(instance.run_storage).__name__ == {"sqlite": "SqliteRunStorage", "postgres": "PostgresRunStorage"}[backend]
+    )
 
     runs = []
     while ticked := tick_ingest_sensors(settings, instance):
@@ -52,7 +53,8 @@ def test_sensors_ingest_then_dbt_marts_equal_independent_computation(
         per_minute = {
             (minute.astimezone(UTC), event_type): count
             for minute, event_type, count in con.execute(
-                "select event_minute, event_type, event_count from marts.fct_events_per_minute").fetchall()
+                "select event_minute, event_type, event_count from marts.fct_events_per_minute"
+            ).fetchall()
         }
 
     users_per_day: dict[date, set[str]] = defaultdict(set)
@@ -81,8 +83,9 @@ def test_sensor_run_key_is_the_offset_range_and_in_flight_runs_hold_the_sensor(b
 
     # A run of the topic in flight: the sensor waits instead of planning an overlapping batch.
     instance.create_run_for_job(
-        job_def=dg.Definitions(assets=[dg.AssetSpec("x")], jobs=[dg.define_asset_job(sensor.job_name, "*")])
-        .resolve_job_def(sensor.job_name),
+        job_def=dg.Definitions(
+            assets=[dg.AssetSpec("x")], jobs=[dg.define_asset_job(sensor.job_name, "*")]
+        ).resolve_job_def(sensor.job_name),
         status=dg.DagsterRunStatus.STARTED,
     )
     held = evaluate()

@@ -51,7 +51,10 @@ class BatchPlan:
         return f"{self.topic}|{spans}"
 
     def to_config(self) -> dict[str, object]:
-        return {"topic": self.topic, "ranges": json.dumps({str(p): r for p, r in sorted(self.ranges.items())})}
+        return {
+            "topic": self.topic,
+            "ranges": json.dumps({str(p): r for p, r in sorted(self.ranges.items())}),
+        }
 
     @classmethod
     def from_config(cls, config: dict[str, object]) -> BatchPlan:
@@ -86,8 +89,9 @@ def _share(available: dict[int, int], budget: int) -> dict[int, int]:
     return taken
 
 
-def plan_next_batch(settings: Settings, topic: str, *, catalog: Catalog | None = None,
-                    max_events: int | None = None) -> BatchPlan | None:
+def plan_next_batch(
+    settings: Settings, topic: str, *, catalog: Catalog | None = None, max_events: int | None = None
+) -> BatchPlan | None:
     """The next micro-batch of ``topic`` from the offsets stored in Iceberg, or None if caught up."""
     catalog = catalog or load_catalog(settings)
     table = raw_table(catalog, settings, event_type_for_topic(topic))
@@ -98,8 +102,9 @@ def plan_next_batch(settings: Settings, topic: str, *, catalog: Catalog | None =
     finally:
         consumer.close()
     check_stored_offsets(stored, bounds)
-    starts = {p: max(stored.next_offset(p), log.start) if stored.next_offset(p) else log.start
-              for p, log in bounds.items()}
+    starts = {
+        p: max(stored.next_offset(p), log.start) if stored.next_offset(p) else log.start for p, log in bounds.items()
+    }
     available = {p: bounds[p].end - starts[p] for p in bounds}
     taken = _share(available, max_events or settings.batch_max_events)
     ranges = {p: (starts[p], starts[p] + n) for p, n in taken.items() if n > 0}
@@ -107,8 +112,10 @@ def plan_next_batch(settings: Settings, topic: str, *, catalog: Catalog | None =
 
 
 def _dead_letters_landed(table: Table, batch_id: str) -> bool:
-    return any(snapshot.summary is not None and snapshot.summary.additional_properties.get(BATCH_ID_KEY) == batch_id
-               for snapshot in table.snapshots())
+    return any(
+        snapshot.summary is not None and snapshot.summary.additional_properties.get(BATCH_ID_KEY) == batch_id
+        for snapshot in table.snapshots()
+    )
 
 
 def land_batch(
@@ -137,8 +144,10 @@ def land_batch(
         return BatchResult(plan, 0, 0, stored.snapshot_id, dict(stored.next_offsets), already_landed=True)
     moved = {p: stored.next_offset(p) for p, start in starts.items() if stored.next_offset(p) != start}
     if moved:
-        raise ConcurrentIngestError(f"{plan.topic}: the stored offsets {moved} no longer match this batch's "
-                                    f"start {starts}; another writer landed data first. Re-plan the batch.")
+        raise ConcurrentIngestError(
+            f"{plan.topic}: the stored offsets {moved} no longer match this batch's "
+            f"start {starts}; another writer landed data first. Re-plan the batch."
+        )
 
     consumer = make_consumer(settings.bootstrap_servers)
     try:
@@ -162,18 +171,31 @@ def land_batch(
             except CommitFailedException as error:
                 raise ConcurrentIngestError(f"raw.dead_letter changed during the commit: {error}") from error
     try:
-        table.append(decoded.rows, snapshot_properties=offsets_properties(plan.topic, starts, next_offsets,
-                                                                          fingerprints))
+        table.append(
+            decoded.rows,
+            snapshot_properties=offsets_properties(plan.topic, starts, next_offsets, fingerprints),
+        )
     except CommitFailedException as error:
-        raise ConcurrentIngestError(f"{table.name()} moved while this batch was in flight ({error}); "
-                                    "nothing was written. Re-plan the batch.") from error
+        raise ConcurrentIngestError(
+            f"{table.name()} moved while this batch was in flight ({error}); nothing was written. Re-plan the batch."
+        ) from error
     snapshot = table.current_snapshot()
-    return BatchResult(plan, decoded.rows.num_rows, decoded.dead_letters.num_rows,
-                       snapshot.snapshot_id if snapshot else None, next_offsets)
+    return BatchResult(
+        plan,
+        decoded.rows.num_rows,
+        decoded.dead_letters.num_rows,
+        snapshot.snapshot_id if snapshot else None,
+        next_offsets,
+    )
 
 
-def ingest_until_caught_up(settings: Settings, topic: str, *, catalog: Catalog | None = None,
-                           on_batch: Callable[[BatchResult], None] | None = None) -> list[BatchResult]:
+def ingest_until_caught_up(
+    settings: Settings,
+    topic: str,
+    *,
+    catalog: Catalog | None = None,
+    on_batch: Callable[[BatchResult], None] | None = None,
+) -> list[BatchResult]:
     """Plan and land batches until the topic has nothing new (what ``analytics-platform ingest`` does)."""
     catalog = catalog or load_catalog(settings)
     results = []

@@ -23,7 +23,11 @@ from analytics_platform.ingest.lakehouse import DEAD_LETTER_SCHEMA
 
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S%.fZ"
 
-_POLARS_TYPES: dict[FieldKind, pl.DataType] = {"string": pl.String(), "int": pl.Int64(), "money": pl.Float64()}
+_POLARS_TYPES: dict[FieldKind, pl.DataType] = {
+    "string": pl.String(),
+    "int": pl.Int64(),
+    "money": pl.Float64(),
+}
 _ENCODER = msgspec.json.Encoder(decimal_format="number")
 
 
@@ -54,30 +58,32 @@ def _parse(values: list[bytes], event_type: EventType) -> pl.DataFrame | None:
 def _failure_reasons(frame: pl.DataFrame, event_type: EventType) -> pl.Expr:
     """The first rule each row breaks, or null if it breaks none."""
     checks: list[tuple[pl.Expr, str]] = [
-        (pl.col(name).is_null(), f"missing required field {name}")
-        for name in ENVELOPE_FIELDS if name != "payload"
+        (pl.col(name).is_null(), f"missing required field {name}") for name in ENVELOPE_FIELDS if name != "payload"
     ]
     checks.append((pl.col("payload").is_null(), "missing required field payload"))
-    checks.append((pl.col("event_type") != event_type.name,
-                   f"event_type does not match topic {event_type.topic}"))
+    checks.append((pl.col("event_type") != event_type.name, f"event_type does not match topic {event_type.topic}"))
     checks.append((pl.col("event_at").is_null(), "timestamp is not ISO 8601 UTC (YYYY-MM-DDTHH:MM:SS[.fff]Z)"))
     checks.extend(
         (pl.col("payload").struct.field(f.name).is_null(), f"missing required field payload.{f.name}")
-        for f in event_type.fields if f.required
+        for f in event_type.fields
+        if f.required
     )
     return pl.coalesce([pl.when(condition).then(pl.lit(reason)) for condition, reason in checks])
 
 
 def _to_rows(frame: pl.DataFrame, event_type: EventType) -> pl.DataFrame:
     payload_fields = [
-        (pl.col("payload").struct.field(f.name).round(2).cast(pl.Decimal(12, 2)) if f.kind == "money"
-         else pl.col("payload").struct.field(f.name).cast(pl.Int32) if f.kind == "int"
-         else pl.col("payload").struct.field(f.name)).alias(f.name)
+        (
+            pl.col("payload").struct.field(f.name).round(2).cast(pl.Decimal(12, 2))
+            if f.kind == "money"
+            else pl.col("payload").struct.field(f.name).cast(pl.Int32)
+            if f.kind == "int"
+            else pl.col("payload").struct.field(f.name)
+        ).alias(f.name)
         for f in event_type.fields
     ]
     return frame.with_columns(
-        event_at=pl.col("timestamp").str.to_datetime(TIMESTAMP_FORMAT, time_zone="UTC", time_unit="us",
-                                                     strict=False),
+        event_at=pl.col("timestamp").str.to_datetime(TIMESTAMP_FORMAT, time_zone="UTC", time_unit="us", strict=False),
         schema_version=pl.col("schema_version").cast(pl.Int32, strict=False),
         payload=pl.struct(payload_fields),
     )
@@ -115,8 +121,10 @@ def decode_batch(
         parseable = kept
         frame = _parse(normalised, event_type) if normalised else pl.DataFrame(schema=_json_schema(event_type))
         if frame is None:
-            raise RuntimeError("messages that passed per-message validation failed the bulk parse; "
-                               "the polars schema and the msgspec contract disagree")
+            raise RuntimeError(
+                "messages that passed per-message validation failed the bulk parse; "
+                "the polars schema and the msgspec contract disagree"
+            )
     frame = _to_rows(frame, event_type).with_columns(
         failure=_failure_reasons(frame, event_type),
         kafka_partition=pl.Series([messages.partitions[i] for i in parseable], dtype=pl.Int32),

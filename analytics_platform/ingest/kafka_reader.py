@@ -75,8 +75,9 @@ def topic_partitions(consumer: Consumer, topic: str) -> list[int]:
         raise TransientError(f"cannot read metadata of {topic}: {error}") from error
     topic_metadata = metadata.topics.get(topic)
     if topic_metadata is None or topic_metadata.error is not None or not topic_metadata.partitions:
-        raise BrokerError(f"topic {topic} does not exist on the broker; create it with "
-                          "`analytics-platform topics create`.")
+        raise BrokerError(
+            f"topic {topic} does not exist on the broker; create it with `analytics-platform topics create`."
+        )
     return sorted(topic_metadata.partitions)
 
 
@@ -120,17 +121,20 @@ def check_stored_offsets(stored: StoredOffsets, bounds: dict[int, LogBounds]) ->
         if log is None:
             raise OffsetMismatchError(
                 f"{stored.topic} has no partition {partition}, but Iceberg holds offsets for it. "
-                + RESET_HINT.format(topic=stored.topic))
+                + RESET_HINT.format(topic=stored.topic)
+            )
         if next_offset > log.end:
             raise OffsetMismatchError(
                 f"{stored.topic}[{partition}] ends at offset {log.end}, but Iceberg has already landed "
                 f"everything before offset {next_offset} (snapshot {stored.snapshot_id}): the Kafka log was "
-                "replaced or truncated. " + RESET_HINT.format(topic=stored.topic))
+                "replaced or truncated. " + RESET_HINT.format(topic=stored.topic)
+            )
         if next_offset < log.start:
             raise OffsetMismatchError(
                 f"{stored.topic}[{partition}] now starts at offset {log.start}, past the next offset to "
                 f"land ({next_offset}): messages {next_offset}..{log.start - 1} were deleted by retention "
-                "before they were ingested. " + RESET_HINT.format(topic=stored.topic))
+                "before they were ingested. " + RESET_HINT.format(topic=stored.topic)
+            )
 
 
 def read_range(
@@ -145,10 +149,12 @@ def read_range(
     messages = RawMessages(topic)
     if not todo:
         return messages
-    verify = {p: stored.fingerprints[p] for p, (start, _) in todo.items()
-              if start > 0 and stored.fingerprints.get(p) and stored.next_offset(p) == start}
-    consumer.assign([TopicPartition(topic, p, start - 1 if p in verify else start)
-                     for p, (start, _) in todo.items()])
+    verify = {
+        p: stored.fingerprints[p]
+        for p, (start, _) in todo.items()
+        if start > 0 and stored.fingerprints.get(p) and stored.next_offset(p) == start
+    }
+    consumer.assign([TopicPartition(topic, p, start - 1 if p in verify else start) for p, (start, _) in todo.items()])
     per_partition: dict[int, list[tuple[int, bytes | None, bytes | None]]] = {p: [] for p in todo}
     position = {p: start for p, (start, _) in todo.items()}
     last_progress = time.monotonic()
@@ -163,10 +169,12 @@ def read_range(
                 partition, at = next(iter(early_eof.items()))
                 raise OffsetMismatchError(
                     f"{topic}[{partition}] ended at offset {at} while offsets up to {todo[partition][1] - 1} "
-                    "were planned: the log shrank. " + RESET_HINT.format(topic=topic))
+                    "were planned: the log shrank. " + RESET_HINT.format(topic=topic)
+                )
             elif idle_s > STALL_TIMEOUT_S:
-                raise TransientError(f"no progress reading {topic} for {STALL_TIMEOUT_S:.0f}s; "
-                                     f"positions {position}, wanted {todo}")
+                raise TransientError(
+                    f"no progress reading {topic} for {STALL_TIMEOUT_S:.0f}s; positions {position}, wanted {todo}"
+                )
             for message in batch:
                 partition = message.partition()
                 error = message.error()
@@ -177,8 +185,10 @@ def read_range(
                             early_eof[partition] = message.offset()
                         continue
                     if error.code() == KafkaError._AUTO_OFFSET_RESET:
-                        raise OffsetMismatchError(f"{topic}[{partition}]: offset {start} is out of range "
-                                                  f"({error}). " + RESET_HINT.format(topic=topic))
+                        raise OffsetMismatchError(
+                            f"{topic}[{partition}]: offset {start} is out of range "
+                            f"({error}). " + RESET_HINT.format(topic=topic)
+                        )
                     raise TransientError(f"reading {topic}[{partition}] failed: {error}")
                 offset = message.offset()
                 early_eof.pop(partition, None)
@@ -186,7 +196,8 @@ def read_range(
                     if partition in verify and fingerprint(message.value()) != verify[partition]:
                         raise OffsetMismatchError(
                             f"{topic}[{partition}] offset {offset} holds a different message than the one "
-                            "landed in Iceberg: the Kafka log was replaced. " + RESET_HINT.format(topic=topic))
+                            "landed in Iceberg: the Kafka log was replaced. " + RESET_HINT.format(topic=topic)
+                        )
                     verify.pop(partition, None)
                     continue
                 if offset >= end:

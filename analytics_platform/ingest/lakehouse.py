@@ -90,8 +90,14 @@ DEAD_LETTER_SCHEMA = Schema(
 
 def _day_spec(schema: Schema, column: str) -> PartitionSpec:
     source_id = schema.find_field(column).field_id
-    return PartitionSpec(PartitionField(source_id=source_id, field_id=1000, transform=DayTransform(),
-                                        name=f"{column.removesuffix('_at')}_day"))
+    return PartitionSpec(
+        PartitionField(
+            source_id=source_id,
+            field_id=1000,
+            transform=DayTransform(),
+            name=f"{column.removesuffix('_at')}_day",
+        )
+    )
 
 
 def table_identifier(settings: Settings, name: str) -> str:
@@ -101,24 +107,34 @@ def table_identifier(settings: Settings, name: str) -> str:
 def raw_table(catalog: Catalog, settings: Settings, event_type: EventType) -> Table:
     """``raw.<event_type>``, created on first use."""
     schema = raw_table_schema(event_type)
-    return _load_or_create(catalog, table_identifier(settings, event_type.name), schema,
-                           _day_spec(schema, "event_at"), RAW_TABLE_PROPERTIES)
+    return _load_or_create(
+        catalog,
+        table_identifier(settings, event_type.name),
+        schema,
+        _day_spec(schema, "event_at"),
+        RAW_TABLE_PROPERTIES,
+    )
 
 
 def dead_letter_table(catalog: Catalog, settings: Settings) -> Table:
     """``raw.dead_letter``: every message that could not be landed, with its bytes and the reason."""
-    return _load_or_create(catalog, table_identifier(settings, DEAD_LETTER_TABLE), DEAD_LETTER_SCHEMA,
-                           _day_spec(DEAD_LETTER_SCHEMA, "ingested_at"), TABLE_PROPERTIES)
+    return _load_or_create(
+        catalog,
+        table_identifier(settings, DEAD_LETTER_TABLE),
+        DEAD_LETTER_SCHEMA,
+        _day_spec(DEAD_LETTER_SCHEMA, "ingested_at"),
+        TABLE_PROPERTIES,
+    )
 
 
-def _load_or_create(catalog: Catalog, identifier: str, schema: Schema, spec: PartitionSpec,
-                    properties: dict[str, str]) -> Table:
+def _load_or_create(
+    catalog: Catalog, identifier: str, schema: Schema, spec: PartitionSpec, properties: dict[str, str]
+) -> Table:
     try:
         return catalog.load_table(identifier)
     except NoSuchTableError:
         catalog.create_namespace_if_not_exists(identifier.split(".")[0])
-        return catalog.create_table_if_not_exists(identifier, schema=schema, partition_spec=spec,
-                                                  properties=properties)
+        return catalog.create_table_if_not_exists(identifier, schema=schema, partition_spec=spec, properties=properties)
 
 
 def ensure_tables(catalog: Catalog, settings: Settings) -> None:

@@ -13,7 +13,7 @@ from analytics_platform.ingest.lakehouse import load_catalog, raw_table
 from analytics_platform.ingest.offsets import reset_offsets, stored_offsets
 from analytics_platform.settings import Settings
 from analytics_platform.topics import create_topics
-from tests.helpers import counts_by_type, event_ids, produce, produce_events
+from tests.helpers import counts_by_type, event_ids, produce
 
 TOPIC = "events.user_visit"
 

@@ -53,18 +53,25 @@ def build_raw_asset(event_type: EventType) -> dg.AssetsDefinition:
             "partitioned by day of event time; each snapshot records the Kafka offsets it landed."
         ),
     )
-    def raw_events(context: dg.AssetExecutionContext, config: IngestConfig,
-                   platform: PlatformResource) -> dg.MaterializeResult:
+    def raw_events(
+        context: dg.AssetExecutionContext, config: IngestConfig, platform: PlatformResource
+    ) -> dg.MaterializeResult:
         settings = platform.settings()
-        plan = (BatchPlan.from_config({"topic": event_type.topic, "ranges": config.ranges}) if config.ranges
-                else plan_next_batch(settings, event_type.topic))
+        plan = (
+            BatchPlan.from_config({"topic": event_type.topic, "ranges": config.ranges})
+            if config.ranges
+            else plan_next_batch(settings, event_type.topic)
+        )
         if plan is None:
             return dg.MaterializeResult(metadata={"rows_landed": 0, "note": "caught up: nothing new in Kafka"})
         context.log.info(f"landing {plan.size} offsets of {plan.topic}: {plan.ranges}")
         result = land_batch(settings, plan)
         if result.dead_lettered:
-            context.log_event(dg.AssetMaterialization(
-                DEAD_LETTER_KEY, metadata={"rows_added": result.dead_lettered, "topic": plan.topic}))
+            context.log_event(
+                dg.AssetMaterialization(
+                    DEAD_LETTER_KEY, metadata={"rows_added": result.dead_lettered, "topic": plan.topic}
+                )
+            )
         return dg.MaterializeResult(
             metadata={
                 "rows_landed": result.rows_landed,

@@ -42,18 +42,21 @@ def build_ingest_sensor(event_type: EventType, job) -> dg.SensorDefinition:
         description=f"Launches a run for each new micro-batch of {event_type.topic}.",
     )
     def ingest_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource) -> dg.SensorResult:
-        in_flight = context.instance.get_run_records(
-            dg.RunsFilter(job_name=job.name, statuses=IN_FLIGHT), limit=1)
+        in_flight = context.instance.get_run_records(dg.RunsFilter(job_name=job.name, statuses=IN_FLIGHT), limit=1)
         if in_flight:
             return dg.SensorResult(skip_reason=f"run {in_flight[0].dagster_run.run_id} is landing a batch")
         plan = plan_next_batch(platform.settings(), event_type.topic)
         if plan is None:
             return dg.SensorResult(skip_reason=f"{event_type.topic} has nothing new")
-        return dg.SensorResult(run_requests=[dg.RunRequest(
-            run_key=plan.run_key,
-            run_config={"ops": {op_name: {"config": {"ranges": plan.to_config()["ranges"]}}}},
-            tags={"analytics_platform/events": str(plan.size)},
-        )])
+        return dg.SensorResult(
+            run_requests=[
+                dg.RunRequest(
+                    run_key=plan.run_key,
+                    run_config={"ops": {op_name: {"config": {"ranges": plan.to_config()["ranges"]}}}},
+                    tags={"analytics_platform/events": str(plan.size)},
+                )
+            ]
+        )
 
     return ingest_sensor
 

@@ -44,8 +44,10 @@ def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, platform:
         build = warehouse.prepare_build(settings, load_catalog(settings))
         context.log.info(f"building into {build}")
         try:
-            with _environment(PLATFORM_DBT_DUCKDB_PATH=str(build),
-                              PLATFORM_DUCKDB_EXTENSION_DIR=str(warehouse.extension_directory(settings))):
+            with _environment(
+                PLATFORM_DBT_DUCKDB_PATH=str(build),
+                PLATFORM_DUCKDB_EXTENSION_DIR=str(warehouse.extension_directory(settings)),
+            ):
                 invocation = dbt.cli(["build"], context=context)
             yield from invocation.stream()
         except BaseException:
