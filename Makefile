@@ -30,6 +30,7 @@ test: install
 lint: install
 	$(BIN)/ruff check analytics_platform tests
 	$(BIN)/ruff format --check analytics_platform tests
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) .platform dbt_project/target dbt_project/logs

@@ -153,7 +153,7 @@ def run_dev(settings: Settings, *, rate: float, port: int, echo: Echo) -> None:
         while all(process.poll() is None for process in processes):
             time.sleep(0.5)
         failed = next(process for process in processes if process.poll() is not None)
-        raise PlatformError(f"{failed.args[0]} exited with code {failed.returncode}; see {logs}")
+        raise PlatformError(f"{failed.args!r} exited with code {failed.returncode}; see {logs}")
     except KeyboardInterrupt:
         echo("stopping ...")
     finally:

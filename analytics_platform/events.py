@@ -130,7 +130,7 @@ def _envelope_struct(event_type_name: str, payload: type[msgspec.Struct]) -> typ
         f"{event_type_name.title().replace('_', '')}Event",
         [
             ("event_id", str),
-            ("event_type", Literal[event_type_name]),  # type: ignore[valid-type]
+            ("event_type", Literal[event_type_name]),
             ("timestamp", str),
             ("source", str),
             ("user_id", str),

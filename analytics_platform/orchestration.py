@@ -93,6 +93,7 @@ def tick_ingest_sensors(
             instance=instance, sensor_name=sensor.name, resources={"platform": PlatformResource()}
         ) as context:
             result = sensor(context)
+        assert isinstance(result, dg.SensorResult), "ingest sensors return a SensorResult"
         for request in result.run_requests or []:
             tags = {
                 **request.tags,
@@ -104,7 +105,7 @@ def tick_ingest_sensors(
                 limit=1,
             ):
                 continue
-            job = defs.resolve_job_def(sensor.job_name)
+            job = defs.resolve_job_def(sensor.job.name)
             run_config = {**request.run_config, "loggers": {"console": {"config": {"log_level": log_level}}}}
             outcome = job.execute_in_process(run_config=run_config, instance=instance, tags=tags, raise_on_error=False)
             runs.append(SensorRun(sensor.name, request.run_key or "", outcome.success))

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from pyiceberg.catalog import Catalog
+from pyiceberg.table import Table
 
 from analytics_platform import warehouse
 from analytics_platform.events import EVENT_TYPES
@@ -21,9 +22,11 @@ class Summary:
     funnel: list[tuple[date, int, int, int, int]]
 
 
-def table_row_count(table: object) -> int:
-    snapshot = table.current_snapshot()  # type: ignore[attr-defined]
-    return int(snapshot.summary["total-records"]) if snapshot and snapshot.summary else 0
+def table_row_count(table: Table) -> int:
+    snapshot = table.current_snapshot()
+    if snapshot is None or snapshot.summary is None:
+        return 0
+    return int(snapshot.summary.get("total-records") or 0)
 
 
 def landed_counts(catalog: Catalog, settings: Settings) -> tuple[dict[str, int], int]:

@@ -24,6 +24,15 @@ from pathlib import Path
 
 import duckdb
 from pyiceberg.catalog import Catalog
+from pyiceberg.types import (
+    BinaryType,
+    DecimalType,
+    IntegerType,
+    LongType,
+    NestedField,
+    StructType,
+    TimestamptzType,
+)
 
 from analytics_platform.events import EVENT_TYPES
 from analytics_platform.ingest.lakehouse import DEAD_LETTER_TABLE, dead_letter_table, raw_table
@@ -42,7 +51,7 @@ def published_link(settings: Settings) -> Path:
     return settings.duckdb_path / PUBLISHED_NAME
 
 
-def _duckdb_config(settings: Settings) -> dict[str, str]:
+def _duckdb_config(settings: Settings) -> dict[str, str | bool | int | float | list[str]]:
     return {
         "extension_directory": str(extension_directory(settings)),
         "autoinstall_known_extensions": "false",
@@ -121,10 +130,9 @@ def prepare_build(settings: Settings, catalog: Catalog) -> Path:
     return path
 
 
-def _duck_type(field: object) -> str:
-    from pyiceberg.types import DecimalType, IntegerType, LongType, StructType, TimestamptzType
-
-    field_type = field.field_type  # type: ignore[attr-defined]
+def _duck_type(field: NestedField) -> str:
+    """DuckDB's spelling of an Iceberg column type, for the empty stand-in of a table with no snapshot."""
+    field_type = field.field_type
     if isinstance(field_type, StructType):
         members = ", ".join(f"{child.name} {_duck_type(child)}" for child in field_type.fields)
         return f"struct({members})"
@@ -136,7 +144,7 @@ def _duck_type(field: object) -> str:
         return "integer"
     if isinstance(field_type, LongType):
         return "bigint"
-    return "blob" if str(field_type) == "binary" else "varchar"
+    return "blob" if isinstance(field_type, BinaryType) else "varchar"
 
 
 def publish(settings: Settings, build: Path) -> None:

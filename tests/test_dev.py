@@ -23,7 +23,7 @@ T = TypeVar("T")
 ASSET_GRAPH = "{ assetNodes { assetKey { path } dependencyKeys { path } } }"
 SENSORS = """{ repositoriesOrError { ... on RepositoryConnection { nodes {
     sensors { name sensorState { status } } } } } }"""
-RAW_MATERIALIZATIONS = """{ assetOrError(assetKey: {path: ["raw", "user_visit"]}) {
+MATERIALIZATIONS = """{ assetOrError(assetKey: {path: %s}) {
     ... on Asset { assetMaterializations(limit: 1) { runId } } } }"""
 
 
@@ -100,11 +100,16 @@ def test_make_dev_serves_the_lineage_runs_sensors_and_stops_cleanly(isolated_pla
         }
         assert sensors["marts_automation"] == "RUNNING"
 
-        # The daemon's sensor launches a run that lands the live stream into raw.user_visit.
+        def materialized(key: list[str]) -> bool:
+            data = graphql(port, MATERIALIZATIONS % json.dumps(key)) or {}
+            return bool((data.get("assetOrError") or {}).get("assetMaterializations"))
+
+        # The daemon's sensor lands the live stream, then the automation condition rebuilds the marts.
+        wait_for(lambda: materialized(["raw", "user_visit"]), 240, "a sensor-launched run to land raw/user_visit")
         wait_for(
-            lambda: (graphql(port, RAW_MATERIALIZATIONS) or {}).get("assetOrError", {}).get("assetMaterializations"),
-            240,
-            "a sensor-launched materialization of raw/user_visit",
+            lambda: materialized(["marts", "fct_daily_active_users"]),
+            300,
+            "the automation sensor to rebuild marts/fct_daily_active_users",
         )
     finally:
         os.killpg(dev.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from analytics_platform.exceptions import BrokerError, OffsetMismatchError, TransientError
 from analytics_platform.ingest.offsets import StoredOffsets, fingerprint
@@ -68,6 +68,14 @@ class RawMessages:
         return len(self.offsets)
 
 
+def _offset(message: Message) -> int:
+    """A fetched message always has an offset; the client's type says it may not."""
+    offset = message.offset()
+    if offset is None:
+        raise TransientError(f"message without an offset from {message.topic()}[{message.partition()}]")
+    return offset
+
+
 def topic_partitions(consumer: Consumer, topic: str) -> list[int]:
     try:
         metadata = consumer.list_topics(topic, timeout=METADATA_TIMEOUT_S)
@@ -101,14 +109,14 @@ def probe_log_bounds(consumer: Consumer, topic: str) -> dict[int, LogBounds]:
                 raise TransientError(f"probing the end of {topic} timed out; partitions {sorted(pending)}")
             for message in consumer.consume(CONSUME_CHUNK, timeout=0.2):
                 error = message.error()
-                partition = message.partition()
+                partition = int(message.partition() or 0)
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:
                         pending.discard(partition)
                         continue
                     raise TransientError(f"reading the tail of {topic}[{partition}] failed: {error}")
                 old = bounds[partition]
-                bounds[partition] = LogBounds(old.start, max(old.end, message.offset() + 1))
+                bounds[partition] = LogBounds(old.start, max(old.end, _offset(message) + 1))
     finally:
         consumer.unassign()
     return bounds
@@ -176,13 +184,13 @@ def read_range(
                     f"no progress reading {topic} for {STALL_TIMEOUT_S:.0f}s; positions {position}, wanted {todo}"
                 )
             for message in batch:
-                partition = message.partition()
+                partition = int(message.partition() or 0)
                 error = message.error()
                 start, end = todo[partition]
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:
                         if position[partition] < end:
-                            early_eof[partition] = message.offset()
+                            early_eof[partition] = _offset(message)
                         continue
                     if error.code() == KafkaError._AUTO_OFFSET_RESET:
                         raise OffsetMismatchError(
@@ -190,7 +198,7 @@ def read_range(
                             f"({error}). " + RESET_HINT.format(topic=topic)
                         )
                     raise TransientError(f"reading {topic}[{partition}] failed: {error}")
-                offset = message.offset()
+                offset = _offset(message)
                 early_eof.pop(partition, None)
                 if offset < start:
                     if partition in verify and fingerprint(message.value()) != verify[partition]:

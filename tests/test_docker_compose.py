@@ -1,0 +1,207 @@
+"""The production compose stack validates and keeps its shape: pinned images, KRaft, PostgreSQL.
+
+Validation uses Debian's ``docker-compose`` (v1), which checks the file offline: no Docker engine is
+needed. The file is written so that the ``docker compose`` plugin (v2) reads it the same way.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DAGSTER_SERVICES = ("code-location", "dagster-webserver", "dagster-daemon")
+REQUIRED_SERVICES = ("kafka", "postgres", *DAGSTER_SERVICES)
+# An exact release, optionally with a variant suffix: 4.1.0, 3.11.14-slim-bookworm, 16.10-bookworm.
+# Three numbers, because 3.11 or 4.1 float to the newest patch release; two for images whose exact
+# releases have two (PostgreSQL >= 10 is major.minor, so 16 floats but 16.10 is one release).
+VERSION_TAG = re.compile(r"^v?(?P<numbers>\d+(\.\d+)*)([-_+][A-Za-z0-9_.+-]+)?$")
+TWO_NUMBER_RELEASES = {"postgres"}
+
+
+def docker_compose(*args: str) -> subprocess.CompletedProcess[str]:
+    executable = shutil.which("docker-compose")
+    if executable is None:
+        pytest.fail(
+            "docker-compose is not installed; it validates docker-compose.yml offline. "
+            "Install it with: sudo apt-get install docker-compose"
+        )
+    return subprocess.run(
+        [executable, "-f", "docker-compose.yml", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@cache
+def resolved_config() -> dict[str, Any]:
+    """The configuration as compose resolves it: anchors merged, variables interpolated."""
+    result = docker_compose("config")
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load(result.stdout)
+    assert isinstance(config, dict) and isinstance(config.get("services"), dict), result.stdout
+    return config
+
+
+def unpinned_reason(reference: str) -> str | None:
+    """Why an image reference is not pinned to an explicit version, or None when it is."""
+    if "$" in reference:
+        return "uses a variable"
+    if "@sha256:" in reference:
+        return None
+    name, _, tag = reference.rpartition(":")
+    if not name or "/" in tag:  # no tag at all (the colon, if any, belonged to a registry port)
+        return "has no tag (means latest)"
+    if tag == "latest":
+        return "is tagged latest"
+    version = VERSION_TAG.match(tag)
+    needed = 2 if name.rsplit("/", 1)[-1] in TWO_NUMBER_RELEASES else 3
+    if version is None or version["numbers"].count(".") + 1 < needed:
+        return f"tag {tag!r} is not an exact release (needs {needed} version numbers)"
+    return None
+
+
+def dockerfile_base_images(dockerfile: Path) -> list[str]:
+    """The external images a Dockerfile builds FROM (earlier stages and scratch excluded)."""
+    images: list[str] = []
+    stages: set[str] = set()
+    for line in dockerfile.read_text().splitlines():
+        words = line.split()
+        if not words or words[0].upper() != "FROM":
+            continue
+        words = [word for word in words[1:] if not word.startswith("--")]  # --platform=...
+        image = words[0]
+        if len(words) >= 3 and words[1].upper() == "AS":
+            stages.add(words[2].lower())
+        if image.lower() not in stages and image != "scratch":
+            images.append(image)
+    return images
+
+
+def test_compose_file_validates() -> None:
+    result = docker_compose("config", "-q")
+    assert result.returncode == 0, f"docker-compose config -q failed:\n{result.stderr}"
+
+
+def test_services_exist() -> None:
+    compose = resolved_config()
+    missing = [name for name in REQUIRED_SERVICES if name not in compose["services"]]
+    assert not missing, f"services missing from docker-compose.yml: {missing}"
+
+
+def test_every_image_is_pinned() -> None:
+    compose = resolved_config()
+    problems: list[str] = []
+    for name, service in compose["services"].items():
+        references = []
+        if "image" in service:
+            references.append((f"service {name}", service["image"]))
+        if "build" in service:
+            build = service["build"]
+            build = build if isinstance(build, dict) else {"context": build}
+            dockerfile = Path(build["context"]) / build.get("dockerfile", "Dockerfile")
+            bases = dockerfile_base_images(dockerfile)
+            assert bases, f"{dockerfile} has no FROM"
+            where = f"service {name}: FROM in {dockerfile.relative_to(REPO_ROOT)}"
+            references += [(where, base) for base in bases]
+        assert references, f"service {name} has neither image nor build"
+        for where, reference in references:
+            reason = unpinned_reason(reference)
+            if reason:
+                problems.append(f"{where}: {reference} {reason}")
+    assert not problems, "images must be pinned to an explicit version:\n" + "\n".join(problems)
+
+
+def test_pin_check_rejects_floating_references() -> None:
+    floating = [
+        "postgres",
+        "postgres:latest",
+        "postgres:16",
+        "localhost:5000/kafka",
+        "python:3.11-slim",
+        "apache/kafka:4.1",
+        "${IMAGE}",
+    ]
+    for reference in floating:
+        assert unpinned_reason(reference), reference
+    pinned = [
+        "apache/kafka:4.1.0",
+        "postgres:16.10-bookworm",
+        "python:3.11.14-slim-bookworm",
+        "localhost:5000/kafka:4.1.0",
+        "analytics-platform:0.1.0",
+        "postgres@sha256:" + "0" * 64,
+    ]
+    for reference in pinned:
+        assert unpinned_reason(reference) is None, reference
+
+
+def test_kafka_runs_kraft_without_zookeeper() -> None:
+    compose = resolved_config()
+    services = compose["services"]
+    environment = services["kafka"].get("environment", {})
+    roles = {role.strip() for role in str(environment.get("KAFKA_PROCESS_ROLES", "")).split(",")}
+    assert "controller" in roles and "broker" in roles, f"KAFKA_PROCESS_ROLES={roles}"
+    assert environment.get("KAFKA_CONTROLLER_QUORUM_VOTERS"), "KRaft needs KAFKA_CONTROLLER_QUORUM_VOTERS"
+    assert not any(key.startswith("KAFKA_ZOOKEEPER") for key in environment)
+    assert not [
+        name
+        for name, service in services.items()
+        if "zookeeper" in name.lower() or "zookeeper" in str(service.get("image", "")).lower()
+    ]
+    assert "PLAINTEXT://kafka:9092" in str(environment.get("KAFKA_ADVERTISED_LISTENERS", "")).split(",")
+
+
+def test_dagster_services_use_postgres_and_kafka() -> None:
+    compose = resolved_config()
+    for name in DAGSTER_SERVICES:
+        environment = compose["services"][name].get("environment", {})
+        catalog = urlsplit(str(environment.get("PLATFORM_CATALOG_URI", "")))
+        assert catalog.scheme.startswith("postgresql") and catalog.hostname == "postgres", (
+            f"{name}: PLATFORM_CATALOG_URI must point at the postgres service, got {catalog.geturl()!r}"
+        )
+        assert catalog.path == "/iceberg", f"{name}: the catalog lives in the iceberg database"
+        assert environment.get("DAGSTER_PG_HOST") == "postgres", name
+        assert environment.get("PLATFORM_KAFKA_BOOTSTRAP_SERVERS") == "kafka:9092", name
+        assert str(environment.get("PLATFORM_WAREHOUSE", "")).startswith("file:///var/lib/analytics-platform/")
+        mounts = [
+            volume["target"] if isinstance(volume, dict) else str(volume).split(":")[1]
+            for volume in compose["services"][name].get("volumes", [])
+        ]
+        assert "/var/lib/analytics-platform" in mounts, f"{name} must mount the shared warehouse volume"
+
+
+def test_workspace_points_at_code_location() -> None:
+    compose = resolved_config()
+    workspace = yaml.safe_load((REPO_ROOT / "docker" / "workspace.yaml").read_text())
+    [entry] = workspace["load_from"]
+    grpc = entry["grpc_server"]
+    assert grpc["host"] == "code-location" and grpc["location_name"] == "analytics_platform"
+    command = compose["services"]["code-location"]["command"]
+    assert str(grpc["port"]) == command[command.index("-p") + 1]
+    for name in ("dagster-webserver", "dagster-daemon"):
+        assert "/opt/dagster/app/docker/workspace.yaml" in compose["services"][name]["command"], name
+
+
+def test_dagster_instance_uses_postgres_storage() -> None:
+    instance = yaml.safe_load((REPO_ROOT / "docker" / "dagster.yaml").read_text())
+    database = instance["storage"]["postgres"]["postgres_db"]
+    assert {key: database[key] for key in ("username", "password", "hostname", "db_name")} == {
+        "username": {"env": "DAGSTER_PG_USER"},
+        "password": {"env": "DAGSTER_PG_PASSWORD"},
+        "hostname": {"env": "DAGSTER_PG_HOST"},
+        "db_name": {"env": "DAGSTER_PG_DB"},
+    }
+    assert instance["run_coordinator"]["class"] == "QueuedRunCoordinator"
+    assert instance["run_launcher"]["class"] == "DefaultRunLauncher"
+    assert instance["telemetry"] == {"enabled": False}
