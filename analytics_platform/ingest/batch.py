@@ -124,11 +124,13 @@ def land_batch(
     *,
     catalog: Catalog | None = None,
     before_commit: Callable[[], None] | None = None,
+    after_dead_letters: Callable[[], None] | None = None,
 ) -> BatchResult:
     """Read ``plan``'s range, decode it and commit rows + offsets in one Iceberg snapshot.
 
-    ``before_commit`` runs after the batch is read and decoded and before anything is written
-    (tests inject crashes and competing writers there).
+    ``before_commit`` runs after the batch is read and decoded and before anything is written;
+    ``after_dead_letters`` between the dead-letter and the raw commit (tests inject crashes and
+    competing writers there).
 
     Raises:
         ConcurrentIngestError: another writer moved the table's offsets; re-plan and retry.
@@ -170,6 +172,8 @@ def land_batch(
                 dead_letters.append(decoded.dead_letters, snapshot_properties={BATCH_ID_KEY: plan.run_key})
             except CommitFailedException as error:
                 raise ConcurrentIngestError(f"raw.dead_letter changed during the commit: {error}") from error
+    if after_dead_letters is not None:
+        after_dead_letters()
     try:
         table.append(
             decoded.rows,

@@ -10,21 +10,11 @@ deduplicated as (
 
 final as (
     select
-        event_id,
-        event_at,
-        user_id,
-        session_id,
-        correlation_id,
-        source as event_source,
+        {{ envelope_columns() }},
         payload.product_id as product_id,
         payload.price as price,
         payload.quantity as quantity,
-        payload.currency as currency,
-        schema_version,
-        kafka_topic,
-        kafka_partition,
-        kafka_offset,
-        ingested_at
+        payload.currency as currency
     from deduplicated
 )
 

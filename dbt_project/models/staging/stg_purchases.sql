@@ -10,22 +10,12 @@ deduplicated as (
 
 final as (
     select
-        event_id,
-        event_at,
-        user_id,
-        session_id,
-        correlation_id,
-        source as event_source,
+        {{ envelope_columns() }},
         payload.order_id as order_id,
         payload.revenue as revenue,
         payload.item_count as item_count,
         payload.currency as currency,
-        payload.payment_method as payment_method,
-        schema_version,
-        kafka_topic,
-        kafka_partition,
-        kafka_offset,
-        ingested_at
+        payload.payment_method as payment_method
     from deduplicated
 )
 

@@ -10,20 +10,10 @@ deduplicated as (
 
 final as (
     select
-        event_id,
-        event_at,
-        user_id,
-        session_id,
-        correlation_id,
-        source as event_source,
+        {{ envelope_columns() }},
         payload.page as page,
         payload.referrer as referrer,
-        payload.product_id as product_id,
-        schema_version,
-        kafka_topic,
-        kafka_partition,
-        kafka_offset,
-        ingested_at
+        payload.product_id as product_id
     from deduplicated
 )
 
