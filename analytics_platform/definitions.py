@@ -9,6 +9,7 @@ from analytics_platform.defs.ingestion.sensors import ingest_jobs, ingest_sensor
 from analytics_platform.defs.resources import PlatformResource
 from analytics_platform.defs.transform.assets import dbt_models
 from analytics_platform.defs.transform.project import dbt_resource
+from analytics_platform.defs.transform.sensors import build_marts_sensor
 
 transform_job = dg.define_asset_job(
     "build_marts",
@@ -17,16 +18,13 @@ transform_job = dg.define_asset_job(
     description="dbt build of every model into a new DuckDB file, published atomically on success.",
 )
 
-automation_sensor = dg.AutomationConditionSensorDefinition(
-    "marts_automation",
-    target=dg.AssetSelection.assets(dbt_models),
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=10,
-)
+marts_sensor = build_marts_sensor(transform_job.name)
 
 defs = dg.Definitions(
     assets=[*topic_specs, dead_letter_spec, *raw_assets, dbt_models],
     jobs=[*ingest_jobs.values(), transform_job],
-    sensors=[*ingest_sensors, automation_sensor],
+    sensors=[*ingest_sensors, marts_sensor],
     resources={"platform": PlatformResource(), "dbt": dbt_resource()},
+    # Runs launched from the UI's Materialize button are one step too: a subprocess per step only adds seconds.
+    executor=dg.in_process_executor,
 )

@@ -121,6 +121,7 @@ def run_dev(settings: Settings, *, rate: float, port: int, echo: Echo) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)  # even if this process was started with SIGINT ignored
     try:
         if settings.kafka_bootstrap_servers is None and not broker.status(settings).running:
             broker.start(settings)

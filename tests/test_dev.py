@@ -98,18 +98,18 @@ def test_make_dev_serves_the_lineage_runs_sensors_and_stops_cleanly(isolated_pla
         assert {name: status for name, status in sensors.items() if name.startswith("ingest_")} == {
             f"ingest_{t}_sensor": "RUNNING" for t in ("user_visit", "add_to_cart", "checkout", "purchase")
         }
-        assert sensors["marts_automation"] == "RUNNING"
+        assert sensors["marts_after_ingest_sensor"] == "RUNNING"
 
         def materialized(key: list[str]) -> bool:
             data = graphql(port, MATERIALIZATIONS % json.dumps(key)) or {}
             return bool((data.get("assetOrError") or {}).get("assetMaterializations"))
 
-        # The daemon's sensor lands the live stream, then the automation condition rebuilds the marts.
+        # The daemon's sensor lands the live stream, then the marts sensor has them rebuilt.
         wait_for(lambda: materialized(["raw", "user_visit"]), 240, "a sensor-launched run to land raw/user_visit")
         wait_for(
             lambda: materialized(["marts", "fct_daily_active_users"]),
             300,
-            "the automation sensor to rebuild marts/fct_daily_active_users",
+            "marts_after_ingest_sensor to rebuild marts/fct_daily_active_users",
         )
     finally:
         os.killpg(dev.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends

@@ -1,4 +1,4 @@
-"""How dbt nodes become Dagster assets: keys that mirror storage, and when they rebuild.
+"""How dbt nodes become Dagster assets: keys that mirror storage, groups by layer.
 
 Sources keep dagster-dbt's default key (``raw/<table>``), which is exactly the key of the ingest
 asset that lands that Iceberg table, so lineage runs topic -> raw table -> staging -> marts. Models
@@ -28,9 +28,3 @@ class PlatformDbtTranslator(DagsterDbtTranslator):
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
         fqn = dbt_resource_props["fqn"]
         return fqn[1] if len(fqn) > 2 else None
-
-    def get_automation_condition(self, dbt_resource_props: Mapping[str, Any]) -> dg.AutomationCondition | None:
-        # Rebuild after new raw data lands. eager() alone waits for upstream runs to finish, which
-        # never happens while ingest runs back to back; Iceberg snapshot isolation makes reading
-        # a table mid-ingest safe, so drop that wait.
-        return dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_in_progress())
