@@ -76,3 +76,23 @@ def test_unreachable_broker_gives_an_actionable_error() -> None:
     result = cli("topics", "create")
     assert result.returncode == 1
     assert "analytics-platform broker start" in result.stderr
+
+
+def test_generate_ingest_build_summary_and_offsets_from_the_shell() -> None:
+    assert cli("broker", "start").returncode == 0
+    try:
+        assert cli("generate", "--events", "3000", "--seed", "8", "--days", "2").returncode == 0
+        ingest = cli("ingest")
+        assert ingest.returncode == 0, ingest.stderr
+        assert "events.user_visit: caught up" in ingest.stdout
+        again = cli("ingest", "--topic", "events.purchase")
+        assert "events.purchase: caught up (0 rows this pass)" in again.stdout  # nothing new, nothing landed
+        build = cli("build")
+        assert build.returncode == 0, build.stdout[-2000:] + build.stderr[-2000:]
+        summary = cli("summary")
+        assert summary.returncode == 0, summary.stderr
+        assert "total                 3,000" in summary.stdout and "raw.dead_letter           0" in summary.stdout
+        offsets = cli("offsets", "show")
+        assert offsets.returncode == 0 and "events.checkout: next offsets {0:" in offsets.stdout
+    finally:
+        cli("broker", "stop")

@@ -102,9 +102,8 @@ def plan_next_batch(
     finally:
         consumer.close()
     check_stored_offsets(stored, bounds)
-    starts = {
-        p: max(stored.next_offset(p), log.start) if stored.next_offset(p) else log.start for p, log in bounds.items()
-    }
+    # A partition never landed before starts at the log's first retained offset.
+    starts = {p: stored.next_offsets.get(p, log.start) for p, log in bounds.items()}
     available = {p: bounds[p].end - starts[p] for p in bounds}
     taken = _share(available, max_events or settings.batch_max_events)
     ranges = {p: (starts[p], starts[p] + n) for p, n in taken.items() if n > 0}
