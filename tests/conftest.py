@@ -29,6 +29,12 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def set_environment(patch: pytest.MonkeyPatch, **variables: str) -> None:
+    """Set environment variables for one test only (restored afterwards)."""
+    for name, value in variables.items():
+        patch.setenv(name, value)
+
+
 @pytest.fixture(autouse=True)
 def isolated_platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh platform home; every PLATFORM_* variable from the developer's shell is removed."""
@@ -36,9 +42,9 @@ def isolated_platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         if name.startswith("PLATFORM_") or name == "DAGSTER_HOME":
             monkeypatch.delenv(name)
     home = tmp_path / "platform"
-    monkeypatch.setenv("PLATFORM_HOME", str(home))
-    monkeypatch.setenv("PLATFORM_BROKER_PORT", str(free_port()))
-    monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
+    set_environment(
+        monkeypatch, PLATFORM_HOME=str(home), PLATFORM_BROKER_PORT=str(free_port()), DAGSTER_HOME=str(home / "dagster")
+    )
     return home
 
 
@@ -57,8 +63,8 @@ def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     try:
         with admin.cursor() as cursor:
             cursor.execute(f'create database "{database}"')
-        monkeypatch.setenv("PLATFORM_CATALOG_URI", f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}")
-        monkeypatch.setenv("PLATFORM_DAGSTER_STORAGE_URL", f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}")
+        url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}"
+        set_environment(monkeypatch, PLATFORM_CATALOG_URI=url, PLATFORM_DAGSTER_STORAGE_URL=url)
         yield "postgres"
     finally:
         with admin.cursor() as cursor:  # end pooled catalog/Dagster connections, then drop
