@@ -51,6 +51,9 @@ class Settings(BaseSettings):
         description="Kafka bootstrap servers. Default: the embedded broker at 127.0.0.1:<broker_port>.",
     )
     broker_port: int = Field(default=19092, description="Port of the embedded Tansu broker.")
+    broker_state_dir: Path | None = Field(
+        default=None, description="Where the embedded broker's pid file and log go. Default: <home>/broker."
+    )
     topic_partitions: int = Field(default=3, ge=1, description="Partitions per event topic on creation.")
     batch_max_events: int = Field(
         default=100_000, ge=1, description="Upper bound on events one ingestion run lands (one micro-batch)."
@@ -91,7 +94,7 @@ class Settings(BaseSettings):
 
     @property
     def broker_dir(self) -> Path:
-        return self.home / "broker"
+        return (self.broker_state_dir or self.home / "broker").expanduser().resolve()
 
 
 def get_settings() -> Settings:
