@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 RATE ?= 20
 
-.PHONY: install demo dev test lint clean
+.PHONY: install demo dev test lint bench clean
 
 install: $(VENV)/.installed
 
@@ -35,3 +35,7 @@ lint: install
 
 clean:
 	rm -rf $(VENV) .platform dbt_project/target dbt_project/logs
+
+# Benchmarks (not tests): BENCH_ARGS=--quick for a smoke run; results in bench/results/.
+bench: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/run.py $(BENCH_ARGS)

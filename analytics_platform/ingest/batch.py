@@ -10,6 +10,7 @@ append asserts that the table has not moved since the offsets were read.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -70,6 +71,8 @@ class BatchResult:
     snapshot_id: int | None
     next_offsets: dict[int, int] = field(default_factory=dict)
     already_landed: bool = False
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Where the time went: ``consume``, ``decode`` and ``commit`` (shown as run metadata)."""
 
 
 def _share(available: dict[int, int], budget: int) -> dict[int, int]:
@@ -150,18 +153,23 @@ def land_batch(
             f"start {starts}; another writer landed data first. Re-plan the batch."
         )
 
+    clock = time.perf_counter()
     consumer = make_consumer(settings.bootstrap_servers)
     try:
         messages = read_range(consumer, plan.topic, plan.ranges, stored)
     finally:
         consumer.close()
+    seconds = {"consume": time.perf_counter() - clock}
+    clock = time.perf_counter()
     decoded = decode_batch(event_type, messages, datetime.now(UTC), table.schema().as_arrow())
+    seconds["decode"] = time.perf_counter() - clock
     last_value = {p: v for p, v in zip(messages.partitions, messages.values, strict=True)}
     next_offsets = dict(stored.next_offsets) | ends
     fingerprints = dict(stored.fingerprints) | {p: fingerprint(v) for p, v in last_value.items()}
     if before_commit is not None:
         before_commit()
 
+    clock = time.perf_counter()
     # Dead letters first: if the run dies between the two commits, the retry finds them by batch id
     # and only lands the rows; the other order could advance the offsets and lose the dead letters.
     if decoded.dead_letters.num_rows:
@@ -182,6 +190,7 @@ def land_batch(
         raise ConcurrentIngestError(
             f"{table.name()} moved while this batch was in flight ({error}); nothing was written. Re-plan the batch."
         ) from error
+    seconds["commit"] = time.perf_counter() - clock
     snapshot = table.current_snapshot()
     return BatchResult(
         plan,
@@ -189,6 +198,7 @@ def land_batch(
         decoded.dead_letters.num_rows,
         snapshot.snapshot_id if snapshot else None,
         next_offsets,
+        seconds={stage: round(value, 3) for stage, value in seconds.items()},
     )
 
 

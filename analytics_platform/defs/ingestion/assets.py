@@ -80,6 +80,7 @@ def build_raw_asset(event_type: EventType) -> dg.AssetsDefinition:
                 "offset_ranges": dg.MetadataValue.json({str(p): list(r) for p, r in plan.ranges.items()}),
                 "next_offsets": dg.MetadataValue.json({str(p): o for p, o in result.next_offsets.items()}),
                 "snapshot_id": str(result.snapshot_id),
+                "seconds": dg.MetadataValue.json(result.seconds),
             }
         )
 
