@@ -219,18 +219,14 @@ def offsets_reset(
     in the table's history. Events that were in the old log and not yet landed are not recoverable.
     """
     from analytics_platform.events import event_type_for_topic
-    from analytics_platform.ingest.kafka_reader import make_consumer, probe_log_bounds
+    from analytics_platform.ingest.kafka_reader import log_bounds
     from analytics_platform.ingest.lakehouse import load_catalog, raw_table
     from analytics_platform.ingest.offsets import reset_offsets
 
     settings = _settings()
     catalog = load_catalog(settings)
     for name in topic:
-        consumer = make_consumer(settings.bootstrap_servers)
-        try:
-            bounds = probe_log_bounds(consumer, name)
-        finally:
-            consumer.close()
+        bounds = log_bounds(settings.bootstrap_servers, name)
         table = raw_table(catalog, settings, event_type_for_topic(name))
         starts = {p: b.start for p, b in bounds.items()}
         snapshot_id = reset_offsets(table, name, starts, reason="analytics-platform offsets reset")

@@ -23,7 +23,7 @@ from analytics_platform.settings import Settings
 def ingest_through_dagster(settings: Settings, topic: str) -> Iterator[tuple[int, int]]:
     """Plan and run the topic's ingest job until caught up; yields (rows landed, dead letters) per run."""
     from analytics_platform.definitions import defs
-    from analytics_platform.defs.ingestion.assets import raw_asset_key
+    from analytics_platform.defs.ingestion.assets import ingest_run_config, raw_asset_key
     from analytics_platform.events import event_type_for_topic
 
     event_type = event_type_for_topic(topic)
@@ -32,13 +32,17 @@ def ingest_through_dagster(settings: Settings, topic: str) -> Iterator[tuple[int
     instance = get_instance(settings)
     while (plan := plan_next_batch(settings, topic)) is not None:
         result = job.execute_in_process(
-            run_config={"ops": {op_name: {"config": {"ranges": plan.to_config()["ranges"]}}}},
+            run_config=ingest_run_config(event_type, plan),
             instance=instance,
             raise_on_error=True,
         )
         materialization = result.asset_materializations_for_node(op_name)[0]
         metadata = materialization.metadata
         yield int(metadata["rows_landed"].value), int(metadata["dead_lettered"].value)  # type: ignore[arg-type]
+
+
+def _console_log_level(level: str) -> dict[str, object]:
+    return {"loggers": {"console": {"config": {"log_level": level}}}}
 
 
 def build_marts(settings: Settings, log_path: Path | None = None) -> float:
@@ -54,7 +58,7 @@ def build_marts(settings: Settings, log_path: Path | None = None) -> float:
         if log_path is not None:
             log_path.parent.mkdir(parents=True, exist_ok=True)
             stack.enter_context(contextlib.redirect_stdout(stack.enter_context(log_path.open("a"))))
-            run_config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+            run_config = _console_log_level("WARNING")
         result = defs.resolve_job_def("build_marts").execute_in_process(
             run_config=run_config, instance=get_instance(settings), raise_on_error=False
         )
@@ -106,7 +110,7 @@ def tick_ingest_sensors(
             ):
                 continue
             job = defs.resolve_job_def(sensor.job.name)
-            run_config = {**request.run_config, "loggers": {"console": {"config": {"log_level": log_level}}}}
+            run_config = {**request.run_config, **_console_log_level(log_level)}
             outcome = job.execute_in_process(run_config=run_config, instance=instance, tags=tags, raise_on_error=False)
             runs.append(SensorRun(sensor.name, request.run_key or "", outcome.success))
     return runs

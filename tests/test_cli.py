@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from analytics_platform.ingest.kafka_reader import make_consumer, probe_log_bounds
+from analytics_platform.ingest.kafka_reader import log_bounds
 from analytics_platform.settings import get_settings
 from analytics_platform.topics import event_topics
 
@@ -62,11 +62,8 @@ def test_generate_produces_exactly_the_requested_events() -> None:
         result = cli("generate", "--events", "2500", "--seed", "5", "--days", "2")
         assert result.returncode == 0, result.stderr
         assert "produced 2,500 events" in result.stdout
-        consumer = make_consumer(get_settings().bootstrap_servers)
-        try:
-            total = sum(bounds.end for topic in event_topics() for bounds in probe_log_bounds(consumer, topic).values())
-        finally:
-            consumer.close()
+        bootstrap = get_settings().bootstrap_servers
+        total = sum(bounds.end for topic in event_topics() for bounds in log_bounds(bootstrap, topic).values())
         assert total == 2_500
     finally:
         cli("broker", "stop")

@@ -24,8 +24,8 @@ from analytics_platform.exceptions import ConcurrentIngestError
 from analytics_platform.ingest.decode import decode_batch
 from analytics_platform.ingest.kafka_reader import (
     check_stored_offsets,
+    log_bounds,
     make_consumer,
-    probe_log_bounds,
     read_range,
 )
 from analytics_platform.ingest.lakehouse import dead_letter_table, load_catalog, raw_table
@@ -99,11 +99,7 @@ def plan_next_batch(
     catalog = catalog or load_catalog(settings)
     table = raw_table(catalog, settings, event_type_for_topic(topic))
     stored = stored_offsets(table, topic)
-    consumer = make_consumer(settings.bootstrap_servers)
-    try:
-        bounds = probe_log_bounds(consumer, topic)
-    finally:
-        consumer.close()
+    bounds = log_bounds(settings.bootstrap_servers, topic)
     check_stored_offsets(stored, bounds)
     # A partition never landed before starts at the log's first retained offset.
     starts = {p: stored.next_offsets.get(p, log.start) for p, log in bounds.items()}

@@ -123,6 +123,15 @@ def probe_log_bounds(consumer: Consumer, topic: str) -> dict[int, LogBounds]:
     return bounds
 
 
+def log_bounds(bootstrap_servers: str, topic: str) -> dict[int, LogBounds]:
+    """:func:`probe_log_bounds` with a consumer of its own, closed afterwards."""
+    consumer = make_consumer(bootstrap_servers)
+    try:
+        return probe_log_bounds(consumer, topic)
+    finally:
+        consumer.close()
+
+
 def check_stored_offsets(stored: StoredOffsets, bounds: dict[int, LogBounds]) -> None:
     """Refuse to go on when Iceberg's offsets do not fit the log: never skip or re-read silently."""
     for partition, next_offset in sorted(stored.next_offsets.items()):

@@ -8,7 +8,7 @@ from analytics_platform import broker as embedded_broker
 from analytics_platform.events import EVENT_TYPES
 from analytics_platform.exceptions import ConcurrentIngestError, OffsetMismatchError
 from analytics_platform.ingest.batch import ingest_until_caught_up, land_batch, plan_next_batch
-from analytics_platform.ingest.kafka_reader import make_consumer, probe_log_bounds
+from analytics_platform.ingest.kafka_reader import log_bounds
 from analytics_platform.ingest.lakehouse import load_catalog, raw_table
 from analytics_platform.ingest.offsets import reset_offsets, stored_offsets
 from analytics_platform.settings import Settings
@@ -27,11 +27,7 @@ def crash() -> None:
 
 
 def log_ends(settings: Settings, topic: str) -> dict[int, int]:
-    consumer = make_consumer(settings.bootstrap_servers)
-    try:
-        return {p: bounds.end for p, bounds in probe_log_bounds(consumer, topic).items()}
-    finally:
-        consumer.close()
+    return {p: bounds.end for p, bounds in log_bounds(settings.bootstrap_servers, topic).items()}
 
 
 def current_snapshot_id(settings: Settings, event_type: str = "user_visit") -> int | None:

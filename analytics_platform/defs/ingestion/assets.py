@@ -33,6 +33,12 @@ def raw_asset_key(event_type: EventType) -> dg.AssetKey:
     return dg.AssetKey(["raw", event_type.name])
 
 
+def ingest_run_config(event_type: EventType, plan: BatchPlan) -> dict[str, object]:
+    """Run config that makes the raw asset land exactly ``plan`` (what the sensor requests)."""
+    op_name = raw_asset_key(event_type).to_python_identifier()
+    return {"ops": {op_name: {"config": {"ranges": plan.to_config()["ranges"]}}}}
+
+
 def topic_spec(event_type: EventType) -> dg.AssetSpec:
     return dg.AssetSpec(
         topic_asset_key(event_type),

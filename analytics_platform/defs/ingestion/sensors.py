@@ -7,7 +7,7 @@ where that one ends, which is known only once it commits.
 
 import dagster as dg
 
-from analytics_platform.defs.ingestion.assets import raw_asset_key
+from analytics_platform.defs.ingestion.assets import ingest_run_config, raw_asset_key
 from analytics_platform.defs.resources import PlatformResource
 from analytics_platform.events import EVENT_TYPES, EventType
 from analytics_platform.ingest.batch import plan_next_batch
@@ -32,8 +32,6 @@ def ingest_job(event_type: EventType):  # -> the unresolved asset job dagster bu
 
 
 def build_ingest_sensor(event_type: EventType, job) -> dg.SensorDefinition:
-    op_name = raw_asset_key(event_type).to_python_identifier()
-
     @dg.sensor(
         name=f"ingest_{event_type.name}_sensor",
         job=job,
@@ -52,7 +50,7 @@ def build_ingest_sensor(event_type: EventType, job) -> dg.SensorDefinition:
             run_requests=[
                 dg.RunRequest(
                     run_key=plan.run_key,
-                    run_config={"ops": {op_name: {"config": {"ranges": plan.to_config()["ranges"]}}}},
+                    run_config=ingest_run_config(event_type, plan),
                     tags={"analytics_platform/events": str(plan.size)},
                 )
             ]
