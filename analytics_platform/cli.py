@@ -30,7 +30,11 @@ topics_app = typer.Typer(help="Kafka topics, one per event type.", no_args_is_he
 offsets_app = typer.Typer(help="Kafka offsets stored in the raw Iceberg tables.", no_args_is_help=True)
 app.add_typer(broker_app, name="broker")
 app.add_typer(topics_app, name="topics")
+schemas_app = typer.Typer(help="The versioned event schemas (the in-repo schema registry).", no_args_is_help=True)
+dead_letters_app = typer.Typer(help="Messages that failed validation (raw.dead_letter).", no_args_is_help=True)
 app.add_typer(offsets_app, name="offsets")
+app.add_typer(schemas_app, name="schemas")
+app.add_typer(dead_letters_app, name="dead-letters")
 
 
 def _settings() -> Settings:
@@ -105,7 +109,7 @@ def generate(
     from datetime import UTC
 
     from analytics_platform.generator import DEFAULT_START, generate_events, live_sessions
-    from analytics_platform.producer import publish
+    from analytics_platform.producer import producer_options, publish
     from analytics_platform.topics import create_topics
 
     settings = _settings()
@@ -114,7 +118,7 @@ def generate(
         stream = itertools.chain.from_iterable(live_sessions(seed))
         _echo(f"producing a live stream at {rate or 'max'} events/s to {settings.bootstrap_servers}; Ctrl-C stops")
         with contextlib.suppress(KeyboardInterrupt):
-            publish(stream, settings.bootstrap_servers, rate=rate or 20.0)
+            publish(stream, settings.bootstrap_servers, rate=rate or 20.0, **producer_options(settings))
         return
     first_day = start.replace(tzinfo=UTC) if start else DEFAULT_START
     _echo(f"generating {events:,} events over {days} day(s) from {first_day:%Y-%m-%d} (seed {seed}) ...")
@@ -125,6 +129,8 @@ def generate(
         settings.bootstrap_servers,
         rate=rate,
         progress=lambda n: _echo(f"  produced {n:,}/{events:,}") if n % 50_000 == 0 else None,
+        on_reject=lambda rejection: _echo(f"  rejected at the edge: {rejection.error}"),
+        **producer_options(settings),
     )
     elapsed = time.monotonic() - started
     _echo(
@@ -233,6 +239,102 @@ def offsets_reset(
         _echo(f"{name}: offsets reset to {starts} (snapshot {snapshot_id})")
 
 
+@schemas_app.command("check")
+def schemas_check() -> None:
+    """Check every schema version against its predecessors (compatibility mode + storage rule); exit 1 if any breaks."""
+    from analytics_platform.contracts.registry import load_registry
+
+    settings = _settings()
+    registry = load_registry(settings.schema_path)
+    problems = registry.problems()
+    for contract in registry:
+        versions = ", ".join(f"v{v}" for v in sorted(contract.versions))
+        broken = [p for p in problems if p.event_type == contract.event_type]
+        _echo(f"{contract.event_type}: {versions} ({contract.compatibility.value}): {'FAILED' if broken else 'ok'}")
+        for problem in broken:
+            _echo(f"  {problem}")
+    if problems:
+        _fail(f"{len(problems)} incompatible change(s) in {registry.path}; fix them before publishing")
+
+
+@schemas_app.command("list")
+def schemas_list() -> None:
+    """Every event type, its topic, schema versions, compatibility mode and payload fields."""
+    from analytics_platform.contracts.registry import load_registry
+
+    registry = load_registry(_settings().schema_path)
+    for contract in registry:
+        fields = ", ".join(f"{f.name}: {f.kind}{'' if f.required else '?'}" for f in contract.latest.payload)
+        versions = ", ".join(f"v{v}" for v in sorted(contract.versions))
+        _echo(f"{contract.event_type} ({contract.topic}; {versions}; {contract.compatibility.value}): {fields}")
+
+
+@schemas_app.command("register")
+def schemas_register() -> None:
+    """Register every schema version with the Confluent Schema Registry at PLATFORM_SCHEMA_REGISTRY_URL."""
+    from analytics_platform.contracts.confluent import ConfluentRegistry
+    from analytics_platform.contracts.registry import load_registry
+
+    settings = _settings()
+    if not settings.schema_registry_url:
+        _fail("PLATFORM_SCHEMA_REGISTRY_URL is not set; point it at a Confluent-compatible Schema Registry")
+    confluent = ConfluentRegistry(str(settings.schema_registry_url))
+    for contract in load_registry(settings.schema_path):
+        confluent.set_compatibility(contract)
+        for version in sorted(contract.versions):
+            schema_id = confluent.schema_id(contract.version(version))
+            _echo(f"{contract.topic}-value v{version}: schema id {schema_id} ({contract.compatibility.value})")
+
+
+@dead_letters_app.command("list")
+def dead_letters_list(
+    topic: Annotated[str | None, typer.Option(help="Only this topic.")] = None,
+    limit: Annotated[int, typer.Option(help="Show at most this many.")] = 20,
+) -> None:
+    """Dead letters not replayed yet: where they came from and why they were rejected."""
+    from analytics_platform.ingest.lakehouse import load_catalog
+    from analytics_platform.ingest.replay import pending_dead_letters
+
+    settings = _settings()
+    pending = pending_dead_letters(load_catalog(settings), settings, topic=topic)
+    _echo(f"{pending.num_rows:,} dead letter(s) not replayed")
+    for row in pending.slice(0, limit).to_pylist():
+        _echo(
+            f"  {row['kafka_topic']}:{row['kafka_partition']}:{row['kafka_offset']} "
+            f"[{', '.join(row['failed_checks'])}] {row['reason']}"
+        )
+
+
+@dead_letters_app.command("replay")
+def dead_letters_replay(
+    topic: Annotated[str | None, typer.Option(help="Only dead letters of this topic.")] = None,
+    check: Annotated[
+        str | None,
+        typer.Option(help="Only those that failed this check (e.g. known_version, payload.price:non_negative)."),
+    ] = None,
+    message: Annotated[
+        list[str] | None, typer.Option(help="Only these messages, as topic:partition:offset (repeatable).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="Show what would land; write nothing.")] = False,
+) -> None:
+    """Replay dead letters through the normal decode-and-gate path after a fix; idempotent."""
+    from analytics_platform.ingest.replay import replay_dead_letters
+
+    keys = None
+    if message:
+        try:
+            keys = [(t, int(p), int(o)) for t, p, o in (m.rsplit(":", 2) for m in message)]
+        except ValueError:
+            _fail(f"--message takes topic:partition:offset, e.g. events.purchase:0:42; got {message}")
+    result = replay_dead_letters(_settings(), topic=topic, check=check, keys=keys, dry_run=dry_run)
+    verb = "would land" if dry_run else "landed"
+    _echo(f"{result.chosen:,} dead letter(s) chosen")
+    for name, count in sorted(result.landed.items()):
+        _echo(f"  {name}: {verb} {count:,}")
+    for (name, partition, offset), reason in sorted(result.still_failing.items()):
+        _echo(f"  still failing {name}:{partition}:{offset}: {reason}")
+
+
 @app.command()
 def reset(
     yes: Annotated[bool, typer.Option("--yes", help="Confirm deleting the platform home.")] = False,
@@ -240,7 +342,7 @@ def reset(
     """Drop the raw tables and delete the platform home (warehouse, marts, Dagster history)."""
     from pyiceberg.exceptions import NoSuchTableError
 
-    from analytics_platform.ingest.lakehouse import DEAD_LETTER_TABLE, load_catalog, table_identifier
+    from analytics_platform.ingest.lakehouse import DEAD_LETTER_TABLE, REPLAYS_TABLE, load_catalog, table_identifier
     from analytics_platform.topics import event_topics
 
     settings = _settings()
@@ -249,7 +351,7 @@ def reset(
     if embedded_broker.status(settings).running:
         embedded_broker.stop(settings)
     catalog = load_catalog(settings)
-    for name in [*(topic.removeprefix("events.") for topic in event_topics()), DEAD_LETTER_TABLE]:
+    for name in [*(topic.removeprefix("events.") for topic in event_topics()), DEAD_LETTER_TABLE, REPLAYS_TABLE]:
         with contextlib.suppress(NoSuchTableError):
             catalog.purge_table(table_identifier(settings, name))
     shutil.rmtree(settings.home, ignore_errors=True)

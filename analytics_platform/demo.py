@@ -25,7 +25,7 @@ from analytics_platform.ingest.offsets import reset_offsets, stored_offsets
 from analytics_platform.instance import get_instance, prepare_dagster_home
 from analytics_platform.orchestration import build_marts, tick_ingest_sensors
 from analytics_platform.processes import spawn, stop_group
-from analytics_platform.producer import publish
+from analytics_platform.producer import producer_options, publish
 from analytics_platform.settings import Settings, get_settings
 from analytics_platform.topics import create_topics, event_topics
 
@@ -69,6 +69,7 @@ def run_demo(settings: Settings, *, events: int, days: int, seed: int, echo: Ech
             stream,
             settings.bootstrap_servers,
             progress=lambda n: step(f"  produced {n:,}/{events:,}") if n % 50_000 == 0 else None,
+            **producer_options(settings),
         )
         step(
             f"produced {events:,} events in {time.monotonic() - produce_started:.1f}s: "

@@ -16,13 +16,12 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from analytics_platform.events import SCHEMA_VERSION
-
 DEFAULT_START = datetime(2026, 11, 1, tzinfo=UTC)
 
 CATEGORIES = ("electronics", "books", "home", "fashion", "sports", "toys")
 SOURCES = ("web", "ios", "android")
 CURRENCIES = ("EUR", "USD", "GBP")
+SCHEMA_VERSION = 1  # the generator writes events of each type's first schema version
 PAYMENT_METHODS = ("card", "paypal", "apple_pay", "bank_transfer")
 REFERRERS = (None, "google", "newsletter", "instagram", "direct")
 

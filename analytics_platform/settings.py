@@ -8,6 +8,7 @@ to inspect or delete. Every location inside it can be pointed elsewhere (a Postg
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import Field, field_validator
@@ -59,6 +60,44 @@ class Settings(BaseSettings):
         default=100_000, ge=1, description="Upper bound on events one ingestion run lands (one micro-batch)."
     )
     raw_namespace: str = Field(default="raw", description="Iceberg namespace of the raw event tables.")
+    schema_dir: Path | None = Field(
+        default=None,
+        description="Schema registry directory (<event_type>/v<N>.avsc). Default: the package's contracts/schemas.",
+    )
+    schema_registry_url: str | None = Field(
+        default=None,
+        description="Confluent-compatible Schema Registry URL; when set, producers register each schema there "
+        "and tag messages with its id. Default: the in-repo registry alone.",
+    )
+    dead_letter_topic: str = Field(
+        default="dead-letter.events",
+        description="Topic producers publish events that fail edge validation to (with the error and schema).",
+    )
+    max_event_bytes: int = Field(
+        default=100_000, ge=1, description="Largest message (bytes) the batch gates accept as one event."
+    )
+    earliest_event_at: datetime = Field(
+        default=datetime(2000, 1, 1, tzinfo=UTC),
+        description="Events timestamped before this are rejected as absurd (clock bugs, epoch zero).",
+    )
+    max_event_future_s: int = Field(
+        default=3600, ge=0, description="How far past now (seconds) an event timestamp may be (client clock skew)."
+    )
+    dedup_window_events: int = Field(
+        default=1_000_000,
+        ge=0,
+        description="A batch's event_ids are checked against this many most recently landed rows of the "
+        "topic (0: only within the batch); duplicates go to raw.dead_letter.",
+    )
+    max_dead_letter_rate: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="The raw asset check fails (and blocks the marts) above this share of dead letters.",
+    )
+    quality_window_hours: float = Field(
+        default=24, gt=0, description="The asset checks look at rows ingested in this many recent hours."
+    )
 
     @field_validator("home", mode="after")
     @classmethod
@@ -71,6 +110,19 @@ class Settings(BaseSettings):
         if not 0 < value < 65536:
             raise ConfigError(f"PLATFORM_BROKER_PORT={value} is not a TCP port; choose 1-65535.")
         return value
+
+    @field_validator("earliest_event_at", mode="after")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ConfigError(f"PLATFORM_EARLIEST_EVENT_AT={value} needs a time zone, e.g. 2000-01-01T00:00:00Z.")
+        return value
+
+    @property
+    def schema_path(self) -> Path:
+        from analytics_platform.contracts.registry import DEFAULT_SCHEMA_DIR
+
+        return (self.schema_dir or DEFAULT_SCHEMA_DIR).expanduser().resolve()
 
     @property
     def catalog_sql_uri(self) -> str:

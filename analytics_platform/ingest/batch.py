@@ -13,12 +13,15 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+import polars as pl
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
+from pyiceberg.table.snapshots import ancestors_of
 
+from analytics_platform.contracts.gates import GateContext
 from analytics_platform.events import event_type_for_topic
 from analytics_platform.exceptions import ConcurrentIngestError
 from analytics_platform.ingest.decode import decode_batch
@@ -28,11 +31,13 @@ from analytics_platform.ingest.kafka_reader import (
     make_consumer,
     read_range,
 )
-from analytics_platform.ingest.lakehouse import dead_letter_table, load_catalog, raw_table
+from analytics_platform.ingest.lakehouse import contract_for, dead_letter_table, load_catalog, raw_table
 from analytics_platform.ingest.offsets import fingerprint, offsets_properties, stored_offsets
 from analytics_platform.settings import Settings
 
 BATCH_ID_KEY = "kafka.batch-id"
+INGESTED_AT_KEY = "ingest.ingested-at"
+UNKNOWN_FIELDS_KEY = "contract.unknown-fields"
 
 
 @dataclass(frozen=True)
@@ -71,8 +76,43 @@ class BatchResult:
     snapshot_id: int | None
     next_offsets: dict[int, int] = field(default_factory=dict)
     already_landed: bool = False
+    unknown_fields: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
-    """Where the time went: ``consume``, ``decode`` and ``commit`` (shown as run metadata)."""
+    """Where the time went: ``consume``, ``decode`` (with the gate) and ``commit`` (shown as run metadata)."""
+
+
+def recent_event_ids(table: Table, window: int) -> pl.Series:
+    """The event_ids of (at least) the ``window`` most recently landed rows: the cross-batch dedup set.
+
+    Bounded on purpose: checking against the whole table would make every batch cost as much as the
+    table is big. The window is found from snapshot summaries and read with a filter on
+    ``ingested_at``, which Iceberg's column metrics turn into skipping every older data file.
+    """
+    empty = pl.Series("event_id", [], dtype=pl.String)
+    current = table.current_snapshot()
+    if window == 0 or current is None:
+        return empty
+    cutoff, landed = None, 0
+    for snapshot in ancestors_of(current, table.metadata):
+        properties = snapshot.summary.additional_properties if snapshot.summary else {}
+        cutoff = properties.get(INGESTED_AT_KEY, cutoff)
+        landed += int(properties.get("added-records", 0))
+        if landed >= window:
+            break
+    if cutoff is None:
+        return empty
+    scan = table.scan(row_filter=f"ingested_at >= '{cutoff}'", selected_fields=("event_id",))
+    return pl.Series("event_id", scan.to_arrow().column("event_id"), dtype=pl.String)
+
+
+def gate_context(settings: Settings, table: Table, topic: str, now: datetime) -> GateContext:
+    return GateContext(
+        topic=topic,
+        now=now,
+        earliest=settings.earliest_event_at,
+        max_future=timedelta(seconds=settings.max_event_future_s),
+        recent_event_ids=recent_event_ids(table, settings.dedup_window_events),
+    )
 
 
 def _share(available: dict[int, int], budget: int) -> dict[int, int]:
@@ -157,7 +197,15 @@ def land_batch(
         consumer.close()
     seconds = {"consume": time.perf_counter() - clock}
     clock = time.perf_counter()
-    decoded = decode_batch(event_type, messages, datetime.now(UTC), table.schema().as_arrow())
+    now = datetime.now(UTC)
+    decoded = decode_batch(
+        contract_for(settings, event_type),
+        messages,
+        now,
+        table.schema().as_arrow(),
+        gate_context(settings, table, plan.topic, now),
+        max_event_bytes=settings.max_event_bytes,
+    )
     seconds["decode"] = time.perf_counter() - clock
     last_value = {p: v for p, v in zip(messages.partitions, messages.values, strict=True)}
     next_offsets = dict(stored.next_offsets) | ends
@@ -172,16 +220,20 @@ def land_batch(
         dead_letters = dead_letter_table(catalog, settings)
         if not _dead_letters_landed(dead_letters, plan.run_key):
             try:
-                dead_letters.append(decoded.dead_letters, snapshot_properties={BATCH_ID_KEY: plan.run_key})
+                dead_letters.append(
+                    decoded.dead_letters.cast(dead_letters.schema().as_arrow()),
+                    snapshot_properties={BATCH_ID_KEY: plan.run_key},
+                )
             except CommitFailedException as error:
                 raise ConcurrentIngestError(f"raw.dead_letter changed during the commit: {error}") from error
     if after_dead_letters is not None:
         after_dead_letters()
+    properties = offsets_properties(plan.topic, starts, next_offsets, fingerprints)
+    properties[INGESTED_AT_KEY] = now.isoformat()
+    if decoded.unknown_fields:
+        properties[UNKNOWN_FIELDS_KEY] = json.dumps(decoded.unknown_fields)
     try:
-        table.append(
-            decoded.rows,
-            snapshot_properties=offsets_properties(plan.topic, starts, next_offsets, fingerprints),
-        )
+        table.append(decoded.rows, snapshot_properties=properties)
     except CommitFailedException as error:
         raise ConcurrentIngestError(
             f"{table.name()} moved while this batch was in flight ({error}); nothing was written. Re-plan the batch."
@@ -194,6 +246,7 @@ def land_batch(
         decoded.dead_letters.num_rows,
         snapshot.snapshot_id if snapshot else None,
         next_offsets,
+        unknown_fields=decoded.unknown_fields,
         seconds={stage: round(value, 3) for stage, value in seconds.items()},
     )
 

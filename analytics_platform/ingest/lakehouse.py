@@ -3,6 +3,10 @@
 Raw tables are partitioned by day of event time (dead letters by day of ingest time) and refuse
 pyiceberg's silent commit retries: a retried append would rebase onto a concurrent writer's snapshot
 and land the same micro-batch twice, so a stale writer must fail instead.
+
+A raw table's payload columns are every field any version of its schema declared; when a new schema
+version adds a field, the table gains the column on next use (a metadata-only change: old data files
+are not rewritten and read the column as null).
 """
 
 from __future__ import annotations
@@ -18,9 +22,12 @@ from pyiceberg.table import Table
 from pyiceberg.transforms import DayTransform
 from pyiceberg.types import (
     BinaryType,
+    BooleanType,
     DecimalType,
+    DoubleType,
     IcebergType,
     IntegerType,
+    ListType,
     LongType,
     NestedField,
     StringType,
@@ -28,20 +35,30 @@ from pyiceberg.types import (
     TimestamptzType,
 )
 
-from analytics_platform.events import EVENT_TYPES, EventType, FieldKind
+from analytics_platform.contracts.registry import Contract, PayloadField, load_registry
+from analytics_platform.events import EVENT_TYPES, EventType
+from analytics_platform.exceptions import TerminalError
 from analytics_platform.settings import Settings
 
 DEAD_LETTER_TABLE = "dead_letter"
+REPLAYS_TABLE = "dead_letter_replays"
 TABLE_PROPERTIES = {"write.parquet.compression-codec": "zstd"}
 # Raw tables carry Kafka offsets, so a stale writer must fail rather than be rebased and append twice.
 # The dead-letter table is shared by all topics and deduplicated by batch id, so it keeps retrying.
 RAW_TABLE_PROPERTIES = TABLE_PROPERTIES | {"commit.retry.num-retries": "0"}
 
-_ICEBERG_TYPES: dict[FieldKind, IcebergType] = {
-    "string": StringType(),
-    "int": IntegerType(),
-    "money": DecimalType(12, 2),
-}
+
+def _iceberg_type(field: PayloadField) -> IcebergType:
+    if field.kind == "decimal":
+        return DecimalType(field.precision, field.scale)
+    simple: dict[str, IcebergType] = {
+        "string": StringType(),
+        "int": IntegerType(),
+        "long": LongType(),
+        "double": DoubleType(),
+        "boolean": BooleanType(),
+    }
+    return simple[field.kind]
 
 
 CATALOG_NAME = "analytics_platform"
@@ -62,11 +79,17 @@ def load_catalog(settings: Settings) -> Catalog:
     )
 
 
-def raw_table_schema(event_type: EventType) -> Schema:
+def contract_for(settings: Settings, event_type: EventType) -> Contract:
+    """The event type's schemas from the configured registry (PLATFORM_SCHEMA_DIR)."""
+    return load_registry(settings.schema_path).contract(event_type.name)
+
+
+def raw_table_schema(contract: Contract) -> Schema:
+    """The raw table of a contract; payload columns are optional so later versions may omit them."""
     payload = StructType(
         *(
-            NestedField(100 + index, field.name, _ICEBERG_TYPES[field.kind], required=False)
-            for index, field in enumerate(event_type.fields)
+            NestedField(100 + index, field.name, _iceberg_type(field), required=False)
+            for index, field in enumerate(contract.storage_fields)
         )
     )
     return Schema(
@@ -87,13 +110,30 @@ def raw_table_schema(event_type: EventType) -> Schema:
 
 
 DEAD_LETTER_SCHEMA = Schema(
+    NestedField(1, "kafka_topic", StringType(), required=True, doc="Topic the message was read from."),
+    NestedField(2, "kafka_partition", IntegerType(), required=True),
+    NestedField(3, "kafka_offset", LongType(), required=True),
+    NestedField(4, "kafka_key", BinaryType(), required=False, doc="The message key, as sent."),
+    NestedField(5, "raw_value", BinaryType(), required=False, doc="The original bytes, to inspect or replay."),
+    NestedField(6, "reason", StringType(), required=True, doc="Why it was rejected, for a person."),
+    NestedField(
+        7,
+        "failed_checks",
+        ListType(20, StringType(), element_required=True),
+        required=True,
+        doc="Machine-readable names of every check it failed, e.g. payload.price:non_negative.",
+    ),
+    NestedField(8, "schema_version", IntegerType(), required=False, doc="The version the event declared."),
+    NestedField(9, "ingested_at", TimestamptzType(), required=True),
+)
+
+REPLAYS_SCHEMA = Schema(
     NestedField(1, "kafka_topic", StringType(), required=True),
     NestedField(2, "kafka_partition", IntegerType(), required=True),
     NestedField(3, "kafka_offset", LongType(), required=True),
-    NestedField(4, "kafka_key", BinaryType(), required=False),
-    NestedField(5, "raw_value", BinaryType(), required=False),
-    NestedField(6, "error", StringType(), required=True),
-    NestedField(7, "ingested_at", TimestamptzType(), required=True),
+    NestedField(4, "replay_id", StringType(), required=True, doc="The replay that landed it (raw snapshot property)."),
+    NestedField(5, "landed_in", StringType(), required=True, doc="The raw table it landed in."),
+    NestedField(6, "replayed_at", TimestamptzType(), required=True),
 )
 
 
@@ -114,15 +154,40 @@ def table_identifier(settings: Settings, name: str) -> str:
 
 
 def raw_table(catalog: Catalog, settings: Settings, event_type: EventType) -> Table:
-    """``raw.<event_type>``, created on first use."""
-    schema = raw_table_schema(event_type)
-    return _load_or_create(
+    """``raw.<event_type>``, created on first use and evolved when the registry has new payload fields."""
+    schema = raw_table_schema(contract_for(settings, event_type))
+    table = _load_or_create(
         catalog,
         table_identifier(settings, event_type.name),
         schema,
         _day_spec(schema, "event_at"),
         RAW_TABLE_PROPERTIES,
     )
+    current, wanted = _payload_types(table.schema()), _payload_types(schema)
+    if any(current.get(name) != field_type for name, field_type in wanted.items()):
+        _evolve(table, schema)
+    return table
+
+
+def _payload_types(schema: Schema) -> dict[str, IcebergType]:
+    payload = schema.find_field("payload").field_type
+    assert isinstance(payload, StructType)
+    return {field.name: field.field_type for field in payload.fields}
+
+
+def _evolve(table: Table, schema: Schema) -> None:
+    """Add the registry's new payload fields (and promote types) in place; old files are not rewritten.
+
+    Columns of fields a later version removed stay: old rows hold data, and union_by_name never drops.
+    """
+    try:
+        with table.update_schema() as update:
+            update.union_by_name(schema)
+    except ValueError as error:
+        raise TerminalError(
+            f"{table.name()} cannot evolve to the registry's schema ({error}); "
+            "run `analytics-platform schemas check` to find the incompatible field"
+        ) from error
 
 
 def dead_letter_table(catalog: Catalog, settings: Settings) -> Table:
@@ -132,6 +197,17 @@ def dead_letter_table(catalog: Catalog, settings: Settings) -> Table:
         table_identifier(settings, DEAD_LETTER_TABLE),
         DEAD_LETTER_SCHEMA,
         _day_spec(DEAD_LETTER_SCHEMA, "ingested_at"),
+        TABLE_PROPERTIES,
+    )
+
+
+def replays_table(catalog: Catalog, settings: Settings) -> Table:
+    """``raw.dead_letter_replays``: which dead letters a replay landed (append-only, so never rewritten)."""
+    return _load_or_create(
+        catalog,
+        table_identifier(settings, REPLAYS_TABLE),
+        REPLAYS_SCHEMA,
+        _day_spec(REPLAYS_SCHEMA, "replayed_at"),
         TABLE_PROPERTIES,
     )
 
@@ -151,3 +227,4 @@ def ensure_tables(catalog: Catalog, settings: Settings) -> None:
     for event_type in EVENT_TYPES.values():
         raw_table(catalog, settings, event_type)
     dead_letter_table(catalog, settings)
+    replays_table(catalog, settings)

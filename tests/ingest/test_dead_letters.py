@@ -39,7 +39,7 @@ def test_every_message_lands_in_exactly_one_table(broker: Settings) -> None:
     ingest_until_caught_up(broker, TOPIC)
     letters = dead_letters(broker)
     assert sorted(letter["raw_value"] or b"" for letter in letters) == sorted(value or b"" for value in bad)
-    assert all(letter["error"] and letter["kafka_topic"] == TOPIC for letter in letters)
+    assert all(letter["reason"] and letter["kafka_topic"] == TOPIC for letter in letters)
     assert sorted(event_ids(broker, "add_to_cart")) == sorted(e["event_id"] for e in carts)
 
 

@@ -2,32 +2,47 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import msgspec
 import pytest
 
-from analytics_platform.events import EVENT_TYPES, encode_event
+from analytics_platform.contracts.gates import GateContext
+from analytics_platform.contracts.registry import load_registry
+from analytics_platform.events import encode_event
 from analytics_platform.generator import generate_events
 from analytics_platform.ingest.decode import decode_batch
 from analytics_platform.ingest.kafka_reader import RawMessages
 from analytics_platform.ingest.lakehouse import raw_table_schema
 
 NOW = datetime(2026, 11, 26, tzinfo=UTC)
-PURCHASE = EVENT_TYPES["purchase"]
+PURCHASE = load_registry().contract("purchase")
+CONTEXT = GateContext("events.purchase", NOW, datetime(2000, 1, 1, tzinfo=UTC), timedelta(hours=1))
 
 
 def purchases(count: int) -> list[dict]:
     return [e for e in generate_events(count * 60, seed=3) if e["event_type"] == "purchase"][:count]
 
 
+def user_key(value: bytes | None) -> bytes:
+    """The key a well-behaved producer sends: the event's user_id."""
+    try:
+        return str(msgspec.json.decode(value or b"").get("user_id", "")).encode()
+    except (msgspec.DecodeError, UnicodeDecodeError, AttributeError):
+        return b"k"
+
+
 def batch(values: list[bytes | None]) -> RawMessages:
     n = len(values)
-    return RawMessages("events.purchase", [0] * n, list(range(n)), [b"k"] * n, values)
+    keys = [user_key(value) for value in values]
+    return RawMessages("events.purchase", [0] * n, list(range(n)), keys, values)
 
 
 def decode(values: list[bytes | None]):
-    return decode_batch(PURCHASE, batch(values), NOW, raw_table_schema(PURCHASE).as_arrow())
+    return decode_batch(
+        PURCHASE, batch(values), NOW, raw_table_schema(PURCHASE).as_arrow(), CONTEXT, max_event_bytes=10_000
+    )
 
 
 def test_good_batch_decodes_every_field_with_its_type() -> None:
@@ -70,10 +85,10 @@ def test_each_bad_message_becomes_a_dead_letter_and_the_rest_still_land(kind: st
     assert decoded.rows.column("event_id").to_pylist() == [e["event_id"] for e in good]
     letters = decoded.dead_letters.to_pylist()
     assert len(letters) == 1
-    assert letters[0]["kafka_offset"] == 2 and letters[0]["raw_value"] == bad and letters[0]["error"]
+    assert letters[0]["kafka_offset"] == 2 and letters[0]["raw_value"] == bad and letters[0]["reason"]
 
 
 def test_null_value_is_a_dead_letter_not_a_crash() -> None:
     decoded = decode([None, encode_event(purchases(1)[0])])
     assert decoded.rows.num_rows == 1
-    assert decoded.dead_letters.to_pylist()[0]["error"].startswith("empty message")
+    assert decoded.dead_letters.to_pylist()[0]["reason"].startswith("empty message")
