@@ -6,6 +6,7 @@ import dagster as dg
 
 from analytics_platform.defs.ingestion.assets import dead_letter_spec, raw_assets, topic_specs
 from analytics_platform.defs.ingestion.sensors import ingest_jobs, ingest_sensors
+from analytics_platform.defs.quality.checks import raw_quality_checks
 from analytics_platform.defs.resources import PlatformResource
 from analytics_platform.defs.transform.assets import dbt_models
 from analytics_platform.defs.transform.project import dbt_resource
@@ -13,15 +14,18 @@ from analytics_platform.defs.transform.sensors import build_marts_sensor
 
 transform_job = dg.define_asset_job(
     "build_marts",
-    selection=dg.AssetSelection.assets(dbt_models),
+    # The raw tables' blocking quality checks run first; if one fails, dbt does not start.
+    selection=dg.AssetSelection.assets(dbt_models) | dg.AssetSelection.checks(raw_quality_checks),
     executor_def=dg.in_process_executor,
-    description="dbt build of every model into a new DuckDB file, published atomically on success.",
+    description="Raw quality checks, then a dbt build of every model into a new DuckDB file, published "
+    "atomically on success.",
 )
 
 marts_sensor = build_marts_sensor(transform_job.name)
 
 defs = dg.Definitions(
     assets=[*topic_specs, dead_letter_spec, *raw_assets, dbt_models],
+    asset_checks=[raw_quality_checks],
     jobs=[*ingest_jobs.values(), transform_job],
     sensors=[*ingest_sensors, marts_sensor],
     resources={"platform": PlatformResource(), "dbt": dbt_resource()},

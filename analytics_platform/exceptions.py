@@ -30,5 +30,9 @@ class OffsetMismatchError(TerminalError):
     """The Kafka log no longer holds the offsets stored in Iceberg (e.g. the memory-only broker restarted)."""
 
 
+class QualityGateError(TerminalError):
+    """A blocking quality check on raw data failed, so the models downstream were not built."""
+
+
 class ConcurrentIngestError(TransientError):
     """Another writer landed a batch for the same topic first; re-plan from the offsets now stored."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from analytics_platform.exceptions import PlatformError
+from analytics_platform.exceptions import PlatformError, QualityGateError
 from analytics_platform.ingest.batch import plan_next_batch
 from analytics_platform.instance import get_instance
 from analytics_platform.settings import Settings
@@ -63,6 +63,18 @@ def build_marts(settings: Settings, log_path: Path | None = None) -> float:
             run_config=run_config, instance=get_instance(settings), raise_on_error=False
         )
     if not result.success:
+        failed = [
+            f"{evaluation.asset_key.to_user_string()} {evaluation.check_name}: {evaluation.description}"
+            for evaluation in result.get_asset_check_evaluations()
+            if not evaluation.passed and evaluation.asset_key.path[0] == "raw"
+        ]
+        if failed:
+            raise QualityGateError(
+                "the marts were not rebuilt because raw quality checks failed (the published marts are unchanged):\n  "
+                + "\n  ".join(failed)
+                + "\nInspect them with `analytics-platform dead-letters list`; replay after a fix with "
+                "`analytics-platform dead-letters replay`."
+            )
         where = f"see {log_path}" if log_path else "see the dbt output above"
         raise PlatformError(
             f"the dbt build failed ({where}, or the run in the Dagster UI); the previously "

@@ -142,8 +142,15 @@ class Contract:
             for f in merged.values()
         )
 
+    @functools.cached_property
+    def _problems(self) -> list[VersionProblem]:
+        return self._check()
+
     def problems(self) -> list[VersionProblem]:
         """Every version checked against its predecessors under the declared mode and the storage rule."""
+        return list(self._problems)
+
+    def _check(self) -> list[VersionProblem]:
         found: list[VersionProblem] = []
         ordered = sorted(self.versions)
         for index, version in enumerate(ordered[1:], start=1):

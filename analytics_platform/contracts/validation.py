@@ -13,8 +13,9 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from analytics_platform.contracts.registry import Contract, FieldKind, PayloadField, UnknownSchemaVersion
+from analytics_platform.contracts.registry import ENVELOPE, Contract, FieldKind, PayloadField, UnknownSchemaVersion
 
+NOT_STRINGS = ("payload", "schema_version")
 _INT32 = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
 _PYTHON_TYPES: dict[FieldKind, Any] = {
     "string": str,
@@ -60,8 +61,19 @@ def _version_struct(contract: Contract, version: int) -> type[msgspec.Struct]:
 
 @functools.cache
 def storage_struct(contract: Contract) -> type[msgspec.Struct]:
-    """The struct of every field any version declared: what a batch of mixed versions is parsed with."""
-    return envelope_struct(contract.event_type, contract.storage_fields, int)
+    """Types only, every field optional: how the decoder's slow path reads a batch of mixed versions.
+
+    Which fields are required (per version) is the batch gate's call, so a missing field gets the same
+    check name whichever decode path found its row.
+    """
+    payload = msgspec.defstruct(
+        _struct_name(contract.event_type, "StoredPayload"),
+        # Plain int for int32 fields too: the gate's fits_int32 check reports out-of-range values.
+        [(f.name, (int if f.kind == "int" else _PYTHON_TYPES[f.kind]) | None, None) for f in contract.storage_fields],
+    )
+    envelope: list[tuple[str, Any, None]] = [(name, str | None, None) for name in ENVELOPE if name not in NOT_STRINGS]
+    envelope += [("payload", payload | None, None), ("schema_version", int | None, None)]
+    return msgspec.defstruct(_struct_name(contract.event_type, "StoredEvent"), envelope)
 
 
 class _VersionOnly(msgspec.Struct):

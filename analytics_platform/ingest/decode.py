@@ -88,7 +88,7 @@ def _decode_error(error: Exception) -> tuple[str, str]:
     text = str(error)
     if isinstance(error, UnicodeDecodeError):
         return "message:utf8", f"not valid UTF-8: {error}"
-    if isinstance(error, msgspec.DecodeError):
+    if not isinstance(error, msgspec.ValidationError):  # a ValidationError is a DecodeError too
         return "message:json", f"not a JSON document: {text}"
     if match := _MISSING.search(text):
         path = ".".join(part for part in (match.group(2), match.group(1)) if part)

@@ -35,7 +35,7 @@ from pyiceberg.types import (
     TimestamptzType,
 )
 
-from analytics_platform.contracts.registry import Contract, PayloadField, load_registry
+from analytics_platform.contracts.registry import Contract, PayloadField, SchemaRegistryError, load_registry
 from analytics_platform.events import EVENT_TYPES, EventType
 from analytics_platform.exceptions import TerminalError
 from analytics_platform.settings import Settings
@@ -80,8 +80,19 @@ def load_catalog(settings: Settings) -> Catalog:
 
 
 def contract_for(settings: Settings, event_type: EventType) -> Contract:
-    """The event type's schemas from the configured registry (PLATFORM_SCHEMA_DIR)."""
-    return load_registry(settings.schema_path).contract(event_type.name)
+    """The event type's schemas from the configured registry (PLATFORM_SCHEMA_DIR).
+
+    Raises:
+        SchemaRegistryError: a version breaks its compatibility mode; nothing may be read or written
+            with it, so a breaking change is refused before any data moves.
+    """
+    contract = load_registry(settings.schema_path).contract(event_type.name)
+    if problems := contract.problems():
+        raise SchemaRegistryError(
+            f"the registry at {settings.schema_path} has incompatible changes; ingestion of "
+            f"{event_type.topic} is refused until they are fixed:\n  " + "\n  ".join(str(p) for p in problems)
+        )
+    return contract
 
 
 def raw_table_schema(contract: Contract) -> Schema:

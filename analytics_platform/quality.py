@@ -1,0 +1,164 @@
+"""Health of a raw table, as the blocking asset checks that gate the marts report it.
+
+The batch gate judges messages one by one; these checks judge the table: too many dead letters
+recently (a producer is broken), duplicate event_ids that slipped past the bounded dedup window,
+required fields that are null, and schema drift (fields producers send that no schema declares).
+Each returns counts and a few offending rows, which Dagster shows with the check.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import polars as pl
+from pyiceberg.catalog import Catalog
+
+from analytics_platform.events import EventType
+from analytics_platform.ingest.batch import UNKNOWN_FIELDS_KEY
+from analytics_platform.ingest.lakehouse import contract_for, dead_letter_table, raw_table, replays_table
+from analytics_platform.settings import Settings
+
+SAMPLE_ROWS = 5
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    passed: bool
+    description: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    sample: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _cutoff(settings: Settings) -> datetime:
+    return datetime.now(UTC) - timedelta(hours=settings.quality_window_hours)
+
+
+def dead_letter_rate(catalog: Catalog, settings: Settings, event_type: EventType) -> CheckOutcome:
+    """Share of the topic's recent messages that went to ``raw.dead_letter`` and were not replayed since."""
+    cutoff = _cutoff(settings).isoformat()
+    letters = pl.DataFrame(
+        dead_letter_table(catalog, settings)
+        .scan(
+            row_filter=f"ingested_at >= '{cutoff}' and kafka_topic = '{event_type.topic}'",
+            selected_fields=("kafka_partition", "kafka_offset", "failed_checks", "reason"),
+        )
+        .to_arrow()
+    )
+    replayed = pl.DataFrame(
+        replays_table(catalog, settings)
+        .scan(row_filter=f"kafka_topic = '{event_type.topic}'", selected_fields=("kafka_partition", "kafka_offset"))
+        .to_arrow()
+    )
+    letters = letters.join(replayed, on=["kafka_partition", "kafka_offset"], how="anti")
+    landed = len(
+        raw_table(catalog, settings, event_type)
+        .scan(row_filter=f"ingested_at >= '{cutoff}'", selected_fields=("kafka_offset",))
+        .to_arrow()
+    )
+    total = landed + letters.height
+    rate = letters.height / total if total else 0.0
+    top_checks = (
+        letters.explode("failed_checks").group_by("failed_checks").len().sort("len", descending=True).head(10)
+        if letters.height
+        else pl.DataFrame()
+    )
+    return CheckOutcome(
+        passed=rate <= settings.max_dead_letter_rate,
+        description=(
+            f"{letters.height:,} of {total:,} messages in the last {settings.quality_window_hours:g} h are dead "
+            f"letters ({rate:.2%}; limit {settings.max_dead_letter_rate:.2%}, PLATFORM_MAX_DEAD_LETTER_RATE)"
+        ),
+        metadata={
+            "dead_letters": letters.height,
+            "landed": landed,
+            "rate": round(rate, 6),
+            "limit": settings.max_dead_letter_rate,
+            "top_failed_checks": {str(row[0]): int(row[1]) for row in top_checks.iter_rows()},
+        },
+        sample=letters.head(SAMPLE_ROWS).to_dicts(),
+    )
+
+
+def duplicate_event_ids(catalog: Catalog, settings: Settings, event_type: EventType) -> CheckOutcome:
+    """event_ids landed more than once in the whole raw table."""
+    rows = pl.DataFrame(
+        raw_table(catalog, settings, event_type)
+        .scan(selected_fields=("event_id", "kafka_partition", "kafka_offset"))
+        .to_arrow()
+    )
+    duplicated = rows.filter(pl.col("event_id").is_duplicated()).sort("event_id", "kafka_partition", "kafka_offset")
+    distinct = duplicated["event_id"].n_unique() if duplicated.height else 0
+    return CheckOutcome(
+        passed=duplicated.height == 0,
+        description=f"{distinct:,} event_id(s) appear more than once among {rows.height:,} rows",
+        metadata={"rows": rows.height, "duplicated_event_ids": distinct, "duplicate_rows": duplicated.height},
+        sample=duplicated.head(SAMPLE_ROWS).to_dicts(),
+    )
+
+
+def required_fields_not_null(catalog: Catalog, settings: Settings, event_type: EventType) -> CheckOutcome:
+    """Null rate of every payload field in the rows whose schema version requires it (envelope fields
+    cannot be null: the table declares them required)."""
+    contract = contract_for(settings, event_type)
+    table = raw_table(catalog, settings, event_type)
+    arrow = table.scan(
+        row_filter=f"ingested_at >= '{_cutoff(settings).isoformat()}'",
+        selected_fields=("event_id", "schema_version", "payload", "kafka_partition", "kafka_offset"),
+    ).to_arrow()
+    rows = pl.DataFrame(arrow).unnest("payload")
+    null_rates: dict[str, float] = {}
+    offending = pl.lit(False)
+    for payload_field in contract.storage_fields:
+        versions = [v for v, s in contract.versions.items() if payload_field.name in s.required_payload_fields]
+        if not versions:
+            continue
+        bad = pl.col(payload_field.name).is_null() & pl.col("schema_version").is_in(versions)
+        requiring = rows.filter(pl.col("schema_version").is_in(versions)).height
+        nulls = rows.filter(bad).height
+        null_rates[f"payload.{payload_field.name}"] = round(nulls / requiring, 6) if requiring else 0.0
+        offending = offending | bad
+    sample = rows.filter(offending).select("event_id", "kafka_partition", "kafka_offset").head(SAMPLE_ROWS)
+    failing = {name: rate for name, rate in null_rates.items() if rate > 0}
+    return CheckOutcome(
+        passed=not failing,
+        description=(
+            f"required fields with nulls: {', '.join(failing)}"
+            if failing
+            else f"no nulls in required fields across {len(rows):,} recent rows"
+        ),
+        metadata={"rows": len(rows), "null_rates": null_rates},
+        sample=sample.to_dicts(),
+    )
+
+
+def no_schema_drift(catalog: Catalog, settings: Settings, event_type: EventType) -> CheckOutcome:
+    """Fields producers sent recently that no schema version declares (recorded per batch by ingestion)."""
+    table = raw_table(catalog, settings, event_type)
+    cutoff_ms = int(_cutoff(settings).timestamp() * 1000)
+    seen: dict[str, list[int]] = {}
+    for snapshot in table.snapshots():
+        properties = snapshot.summary.additional_properties if snapshot.summary else {}
+        if snapshot.timestamp_ms >= cutoff_ms and UNKNOWN_FIELDS_KEY in properties:
+            for name in json.loads(properties[UNKNOWN_FIELDS_KEY]):
+                seen.setdefault(name, []).append(snapshot.snapshot_id)
+    return CheckOutcome(
+        passed=not seen,
+        description=(
+            f"undeclared fields seen: {', '.join(sorted(seen))}; add them in a new schema version "
+            "(`analytics-platform schemas check`) or fix the producer"
+            if seen
+            else "every field producers sent is declared in the schema registry"
+        ),
+        metadata={"unknown_fields": sorted(seen), "snapshots": {k: v[-5:] for k, v in seen.items()}},
+    )
+
+
+CHECKS = {
+    "dead_letter_rate": dead_letter_rate,
+    "unique_event_ids": duplicate_event_ids,
+    "required_fields_not_null": required_fields_not_null,
+    "no_schema_drift": no_schema_drift,
+}
