@@ -36,7 +36,9 @@ def ingest_through_dagster(settings: Settings, topic: str) -> Iterator[tuple[int
             instance=instance,
             raise_on_error=True,
         )
-        materialization = result.asset_materializations_for_node(op_name)[0]
+        materialization = next(  # the node also reports raw/dead_letter when it wrote dead letters
+            m for m in result.asset_materializations_for_node(op_name) if m.asset_key == raw_asset_key(event_type)
+        )
         metadata = materialization.metadata
         yield int(metadata["rows_landed"].value), int(metadata["dead_lettered"].value)  # type: ignore[arg-type]
 

@@ -26,8 +26,11 @@ import duckdb
 from pyiceberg.catalog import Catalog
 from pyiceberg.types import (
     BinaryType,
+    BooleanType,
     DecimalType,
+    DoubleType,
     IntegerType,
+    ListType,
     LongType,
     NestedField,
     StructType,
@@ -136,6 +139,8 @@ def _duck_type(field: NestedField) -> str:
     if isinstance(field_type, StructType):
         members = ", ".join(f"{child.name} {_duck_type(child)}" for child in field_type.fields)
         return f"struct({members})"
+    if isinstance(field_type, ListType):
+        return f"{_duck_type(field_type.element_field)}[]"
     if isinstance(field_type, DecimalType):
         return f"decimal({field_type.precision}, {field_type.scale})"
     if isinstance(field_type, TimestamptzType):
@@ -144,6 +149,10 @@ def _duck_type(field: NestedField) -> str:
         return "integer"
     if isinstance(field_type, LongType):
         return "bigint"
+    if isinstance(field_type, DoubleType):
+        return "double"
+    if isinstance(field_type, BooleanType):
+        return "boolean"
     return "blob" if isinstance(field_type, BinaryType) else "varchar"
 
 

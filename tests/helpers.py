@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+from confluent_kafka import Producer
 
+from analytics_platform.contracts.registry import DEFAULT_SCHEMA_DIR
 from analytics_platform.events import EVENT_TYPES
 from analytics_platform.generator import generate_events
 from analytics_platform.ingest.lakehouse import load_catalog, raw_table
@@ -35,3 +41,29 @@ def counts_by_type(events: list[dict[str, Any]]) -> Counter[str]:
 
 def event_ids(settings: Settings, event_type: str) -> list[str]:
     return landed(settings, event_type).column("event_id").to_pylist()
+
+
+def schema_dir_with_v2(root: Path, event_type: str, change: Callable[[dict[str, Any]], None]) -> Path:
+    """A copy of the repo's schema registry where ``event_type`` has a v2: v1 changed by ``change``."""
+    target = root / "schemas"
+    shutil.copytree(DEFAULT_SCHEMA_DIR, target)
+    schema = json.loads((target / event_type / "v1.avsc").read_text())
+    change(schema)
+    (target / event_type / "v2.avsc").write_text(json.dumps(schema, indent=2))
+    return target
+
+
+def add_payload_field(name: str, avro_type: Any, **extra: Any) -> Callable[[dict[str, Any]], None]:
+    def change(schema: dict[str, Any]) -> None:
+        payload = next(f for f in schema["fields"] if f["name"] == "payload")
+        payload["type"]["fields"].append({"name": name, "type": avro_type, **extra})
+
+    return change
+
+
+def send_raw(settings: Settings, topic: str, messages: list[tuple[bytes | None, bytes | None]]) -> None:
+    """Produce (value, key) pairs as they are, bypassing the EventProducer's edge validation."""
+    producer = Producer({"bootstrap.servers": settings.bootstrap_servers})
+    for value, key in messages:
+        producer.produce(topic, value=value, key=key)
+    assert producer.flush(30) == 0

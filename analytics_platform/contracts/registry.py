@@ -210,6 +210,8 @@ def _kind(avro_type: Any, where: str) -> tuple[FieldKind, bool, int, int]:
             raise SchemaRegistryError(f'{where}: unions are only supported as ["null", T] (an optional field)')
         avro_type, required = members[0], False
     if isinstance(avro_type, dict) and avro_type.get("logicalType") == "decimal":
+        if "precision" not in avro_type:
+            raise SchemaRegistryError(f'{where}: a decimal needs "precision" (and "scale"), e.g. 12 and 2')
         return "decimal", required, int(avro_type["precision"]), int(avro_type.get("scale", 0))
     if isinstance(avro_type, str) and avro_type in _PRIMITIVE_KINDS:
         return _PRIMITIVE_KINDS[avro_type], required, 0, 0
@@ -250,6 +252,10 @@ def _read_version(event_type: str, version: int, path: Path) -> SchemaVersion:
 def _compatibility_modes(path: Path) -> tuple[CompatibilityMode, dict[str, CompatibilityMode]]:
     config_path = path / COMPATIBILITY_FILE
     config = cast(dict[str, Any], yaml.safe_load(config_path.read_text()) or {}) if config_path.exists() else {}
+    if not isinstance(config, dict) or not isinstance(config.get("subjects") or {}, dict):
+        raise SchemaRegistryError(
+            f"{config_path} must be a mapping like `default: BACKWARD` and `subjects: {{purchase: FULL}}`"
+        )
     try:
         default = CompatibilityMode(config.get("default", "BACKWARD"))
         overrides = {name: CompatibilityMode(mode) for name, mode in (config.get("subjects") or {}).items()}

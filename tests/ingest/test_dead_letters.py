@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-import pytest
+import json
+import signal
+import subprocess
+import sys
+
 from confluent_kafka import Producer
 
 from analytics_platform.events import encode_event
-from analytics_platform.ingest.batch import ingest_until_caught_up, land_batch, plan_next_batch
+from analytics_platform.ingest.batch import ingest_until_caught_up, plan_next_batch
 from analytics_platform.ingest.lakehouse import dead_letter_table, load_catalog
+from analytics_platform.orchestration import ingest_through_dagster
 from analytics_platform.settings import Settings
-from tests.helpers import event_ids, produce
+from tests.helpers import event_ids, landed, produce
 
 TOPIC = "events.add_to_cart"
 
@@ -43,18 +48,33 @@ def test_every_message_lands_in_exactly_one_table(broker: Settings) -> None:
     assert sorted(event_ids(broker, "add_to_cart")) == sorted(e["event_id"] for e in carts)
 
 
-def test_crash_between_dead_letter_and_raw_commit_does_not_duplicate(broker: Settings) -> None:
+KILL_BETWEEN_THE_WRITES = """
+import json, os, signal, sys
+from analytics_platform.ingest.batch import BatchPlan, land_batch
+from analytics_platform.settings import get_settings
+plan = BatchPlan.from_config(json.loads(sys.argv[1]))
+land_batch(get_settings(), plan, after_dead_letters=lambda: os.kill(os.getpid(), signal.SIGKILL))
+"""
+
+
+def test_run_killed_between_the_two_writes_then_retried_conserves_every_offset(broker: Settings) -> None:
     send_raw(broker, [b"{not json", b"[1, 2]"])
     produce(broker, 1_000)
     plan = plan_next_batch(broker, TOPIC)
     assert plan is not None
 
-    def crash() -> None:
-        raise RuntimeError("killed between the two commits")
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_BETWEEN_THE_WRITES, json.dumps(plan.to_config())], capture_output=True, check=False
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert len(dead_letters(broker)) == 2 and event_ids(broker, "add_to_cart") == []  # died after the first write
 
-    with pytest.raises(RuntimeError):
-        land_batch(broker, plan, after_dead_letters=crash)
-    assert len(dead_letters(broker)) == 2 and event_ids(broker, "add_to_cart") == []
-    result = land_batch(broker, plan)  # the retry: dead letters found by batch id, rows land once
-    assert len(dead_letters(broker)) == 2
-    assert result.rows_landed + 2 == plan.size == len(event_ids(broker, "add_to_cart")) + 2
+    runs = list(ingest_through_dagster(broker, TOPIC))  # the retry, as a real Dagster run
+    assert runs == [(plan.size - 2, 2)]  # the batch has 2 dead letters, found by batch id: not written twice
+    letters = dead_letters(broker)
+    assert len(letters) == 2
+    rows = landed(broker, "add_to_cart").select(["kafka_partition", "kafka_offset"]).to_pylist()
+    places = [(r["kafka_partition"], r["kafka_offset"]) for r in rows]
+    places += [(letter["kafka_partition"], letter["kafka_offset"]) for letter in letters]
+    expected = [(p, offset) for p, (start, end) in plan.ranges.items() for offset in range(start, end)]
+    assert sorted(places) == sorted(expected)  # every consumed offset in exactly one table
