@@ -67,3 +67,14 @@ def test_checks_pass_on_clean_data_and_block_the_marts_on_bad_data(
     duplicates = latest_evaluation(settings, "add_to_cart", "unique_event_ids")
     assert not duplicates.passed and duplicates.metadata["duplicated_event_ids"].value == 1
     assert latest_evaluation(settings, "user_visit", "dead_letter_rate").passed
+
+
+def test_dbt_tests_are_asset_checks_in_the_marts_job() -> None:
+    from analytics_platform.definitions import defs
+
+    job = defs.resolve_job_def("build_marts")
+    checks = {key.to_user_string() for key in job.asset_layer.asset_graph.asset_check_keys}
+    assert "staging/stg_purchases:unique_stg_purchases_event_id" in checks
+    assert "staging/stg_purchases:relationships_stg_purchases_order_id__order_id__ref_stg_checkouts_" in checks
+    assert any(c.startswith("intermediate/int_events_unioned:accepted_values_int_events_unioned_event_type") for c in checks)
+    assert "raw/purchase:dead_letter_rate" in checks

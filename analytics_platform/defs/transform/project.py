@@ -13,12 +13,29 @@ DBT_PROJECT_DIR = Path(__file__).resolve().parents[3] / "dbt_project"
 
 @cache
 def dbt_project() -> DbtProject:
-    """The project; ``dbt parse`` runs when the manifest is missing (fresh clone) or under ``dagster dev``."""
+    """The project; ``dbt parse`` runs under ``dagster dev`` and whenever the manifest is missing (fresh
+    clone) or older than a model, test or macro file (an edited project never runs a stale manifest)."""
     project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
     project.prepare_if_dev()
-    if not project.manifest_path.exists():
+    if _manifest_is_stale(project.manifest_path):
         project.preparer.prepare(project)
     return project
+
+
+def _manifest_is_stale(manifest: Path) -> bool:
+    if not manifest.exists():
+        return True
+    sources = (
+        path
+        for folder in ("models", "macros", "tests", "snapshots", "seeds")
+        for path in (DBT_PROJECT_DIR / folder).rglob("*")
+        if path.suffix in {".sql", ".yml", ".yaml", ".csv"}
+    )
+    newest = max((path.stat().st_mtime for path in sources), default=0.0)
+    return (
+        newest > manifest.stat().st_mtime
+        or (DBT_PROJECT_DIR / "dbt_project.yml").stat().st_mtime > manifest.stat().st_mtime
+    )
 
 
 def dbt_resource() -> DbtCliResource:
