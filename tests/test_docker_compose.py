@@ -19,7 +19,7 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DAGSTER_SERVICES = ("code-location", "dagster-webserver", "dagster-daemon")
-REQUIRED_SERVICES = ("kafka", "postgres", *DAGSTER_SERVICES)
+REQUIRED_SERVICES = ("kafka", "schema-registry", "postgres", *DAGSTER_SERVICES)
 # An exact release, optionally with a variant suffix: 4.1.0, 3.11.14-slim-bookworm, 16.10-bookworm.
 # Three numbers, because 3.11 or 4.1 float to the newest patch release; two for images whose exact
 # releases have two (PostgreSQL >= 10 is major.minor, so 16 floats but 16.10 is one release).
@@ -173,6 +173,7 @@ def test_dagster_services_use_postgres_and_kafka() -> None:
         assert catalog.path == "/iceberg", f"{name}: the catalog lives in the iceberg database"
         assert environment.get("DAGSTER_PG_HOST") == "postgres", name
         assert environment.get("PLATFORM_KAFKA_BOOTSTRAP_SERVERS") == "kafka:9092", name
+        assert environment.get("PLATFORM_SCHEMA_REGISTRY_URL") == "http://schema-registry:8081", name
         assert str(environment.get("PLATFORM_WAREHOUSE", "")).startswith("file:///var/lib/analytics-platform/")
         mounts = [
             volume["target"] if isinstance(volume, dict) else str(volume).split(":")[1]
