@@ -17,7 +17,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -73,11 +73,14 @@ def ceiling(settings, events: int) -> float:  # type: ignore[no-untyped-def]
 def _ceiling_topic(consumer, catalog, event_type) -> int:  # type: ignore[no-untyped-def]
     from confluent_kafka import KafkaError, TopicPartition
 
+    from analytics_platform.contracts.gates import GateContext
+    from analytics_platform.contracts.registry import load_registry
     from analytics_platform.ingest.decode import decode_batch
     from analytics_platform.ingest.kafka_reader import RawMessages, topic_partitions
     from analytics_platform.ingest.lakehouse import _day_spec, raw_table_schema
 
-    schema = raw_table_schema(event_type)
+    contract = load_registry().contract(event_type.name)
+    schema = raw_table_schema(contract)
     table = catalog.create_table(
         f"ceiling.{event_type.name}", schema=schema, partition_spec=_day_spec(schema, "event_at")
     )
@@ -96,7 +99,9 @@ def _ceiling_topic(consumer, catalog, event_type) -> int:  # type: ignore[no-unt
             chunk.keys.append(message.key())
             chunk.values.append(message.value())
         if len(chunk) >= 100_000 or (not pending and len(chunk)):
-            rows = decode_batch(event_type, chunk, datetime.now(UTC), target).rows
+            now = datetime.now(UTC)
+            context = GateContext(event_type.topic, now, datetime(2000, 1, 1, tzinfo=UTC), timedelta(hours=1))
+            rows = decode_batch(contract, chunk, now, target, context, max_event_bytes=1_000_000).rows
             table.append(rows)
             landed += rows.num_rows
             chunk = RawMessages(event_type.topic)

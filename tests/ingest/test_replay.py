@@ -72,3 +72,12 @@ def test_replay_after_a_new_schema_version_lands_once_and_marks_replayed(
     again = cli("dead-letters", "replay")
     assert again.returncode == 0 and "1 dead letter(s) chosen" in again.stdout
     assert landed(settings, "purchase").num_rows == len(v1) + len(early_v2)  # idempotent
+
+    # A replay that died after its raw commit, before recording what it landed: the next run finds the
+    # commit by replay id and only writes the records (simulated by removing the records it wrote).
+    replays_table(load_catalog(settings), settings).delete(f"kafka_topic = '{TOPIC}'")
+    assert pending_dead_letters(load_catalog(settings), settings).num_rows == len(early_v2) + 1
+    resumed = cli("dead-letters", "replay")
+    assert resumed.returncode == 0 and f"{TOPIC}: landed {len(early_v2)}" in resumed.stdout
+    assert landed(settings, "purchase").num_rows == len(v1) + len(early_v2)  # not appended twice
+    assert pending_dead_letters(load_catalog(settings), settings).num_rows == 1
