@@ -87,6 +87,7 @@ def build_raw_asset(event_type: EventType) -> dg.AssetsDefinition:
                 "next_offsets": dg.MetadataValue.json({str(p): o for p, o in result.next_offsets.items()}),
                 "snapshot_id": str(result.snapshot_id),
                 "seconds": dg.MetadataValue.json(result.seconds),
+                "unknown_fields": dg.MetadataValue.json(result.unknown_fields),
             }
         )
 
@@ -95,8 +96,9 @@ def build_raw_asset(event_type: EventType) -> dg.AssetsDefinition:
 
 dead_letter_spec = dg.AssetSpec(
     DEAD_LETTER_KEY,
-    description="Iceberg table `raw.dead_letter`: every message that could not be landed, with its "
-    "original bytes, topic/partition/offset and the reason. Written by the ingest runs.",
+    description="Iceberg table `raw.dead_letter`: every message that failed decoding or the batch gate, "
+    "with its original bytes, topic/partition/offset, the failed checks and a reason. Written by the "
+    "ingest runs; `analytics-platform dead-letters replay` lands them after a fix.",
     group_name="raw",
     kinds={"iceberg"},
     deps=[topic_asset_key(event_type) for event_type in EVENT_TYPES.values()],
