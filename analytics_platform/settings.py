@@ -20,7 +20,8 @@ from analytics_platform.exceptions import ConfigError
 class Settings(BaseSettings):
     """Where the platform keeps its state and how it talks to Kafka."""
 
-    model_config = SettingsConfigDict(env_prefix="PLATFORM_", extra="ignore")
+    # An empty variable (PLATFORM_SCHEMA_DIR=) means unset, not "the current directory".
+    model_config = SettingsConfigDict(env_prefix="PLATFORM_", extra="ignore", env_ignore_empty=True)
 
     home: Path = Field(
         default=Path(".platform"),

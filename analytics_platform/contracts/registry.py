@@ -274,6 +274,8 @@ def _load(path: Path, _signature: tuple[tuple[str, int], ...]) -> SchemaRegistry
         for file in directory.iterdir():
             if match := _VERSION_FILE.match(file.name):
                 versions[int(match.group(1))] = _read_version(directory.name, int(match.group(1)), file)
+        if not versions:
+            raise SchemaRegistryError(f"{directory} holds no v1.avsc; an event type needs at least one schema version")
         if sorted(versions) != list(range(1, len(versions) + 1)):
             raise SchemaRegistryError(
                 f"{directory}: versions must be v1.avsc, v2.avsc, ... without gaps; found "

@@ -21,7 +21,7 @@ from analytics_platform.contracts.compatibility import CompatibilityMode
 from analytics_platform.contracts.registry import DEFAULT_SCHEMA_DIR, SchemaRegistryError, load_registry
 
 CLI = str(Path(sys.executable).parent / "analytics-platform")
-EVENT_TYPES = {"user_visit", "add_to_cart", "checkout", "purchase"}
+EVENT_TYPES = {"user_visit", "add_to_cart", "checkout", "purchase", "user_profile_changed", "product_changed"}
 Schema = dict[str, Any]
 
 

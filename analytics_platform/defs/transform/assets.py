@@ -2,20 +2,61 @@
 
 Each build writes a fresh DuckDB file and publishes it only if dbt succeeds (see
 :mod:`analytics_platform.warehouse`), so readers of the marts never see a half-built state.
+
+The SCD2 snapshots are fed one uncaptured change per key per ``dbt snapshot`` (see the macro
+``next_unsnapshotted_change``), so a build first repeats ``dbt snapshot`` until nothing is pending:
+however many versions of a product one ingest batch carried, every one gets its own row.
 """
 
 import contextlib
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import dagster as dg
+import duckdb
 from dagster_dbt import DbtCliResource, dbt_assets
 
 from analytics_platform import warehouse
 from analytics_platform.defs.resources import PlatformResource
 from analytics_platform.defs.transform.project import dbt_project
 from analytics_platform.defs.transform.translator import PlatformDbtTranslator
+from analytics_platform.exceptions import PlatformError
 from analytics_platform.ingest.lakehouse import load_catalog
+
+SNAPSHOTS = ("snap_users", "snap_products")
+MAX_SNAPSHOT_ROUNDS = 1_000
+
+
+def _snapshot_rows(build: Path) -> int:
+    """Rows in the SCD2 snapshot tables of a build (0 before the first snapshot)."""
+    with duckdb.connect(str(build), read_only=True) as con:
+        existing = {
+            row[0]
+            for row in con.execute("select table_name from duckdb_tables() where schema_name = 'snapshots'").fetchall()
+        }
+        total = 0
+        for name in SNAPSHOTS:
+            if name in existing:
+                (count,) = con.execute(f"select count(*) from snapshots.{name}").fetchall()[0]
+                total += int(count)
+        return total
+
+
+def snapshot_until_complete(dbt: DbtCliResource, build: Path, log: dg.DagsterLogManager) -> int:
+    """Run ``dbt snapshot`` until a round captures nothing new; returns the rounds that captured versions."""
+    dbt.cli(["run", "--select", "path:models/staging"]).wait()  # the snapshots' inputs
+    rows = _snapshot_rows(build)
+    for round_number in range(MAX_SNAPSHOT_ROUNDS):
+        dbt.cli(["snapshot"]).wait()
+        captured = _snapshot_rows(build) - rows
+        if captured == 0:
+            return round_number
+        log.info(f"snapshot round {round_number + 1}: {captured:,} new versions")
+        rows += captured
+    raise PlatformError(
+        f"dbt snapshot still captured new versions after {MAX_SNAPSHOT_ROUNDS} rounds; is a change log looping?"
+    )
 
 
 @contextlib.contextmanager
@@ -48,6 +89,7 @@ def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, platform:
                 PLATFORM_DBT_DUCKDB_PATH=str(build),
                 PLATFORM_DUCKDB_EXTENSION_DIR=str(warehouse.extension_directory(settings)),
             ):
+                snapshot_until_complete(dbt, build, context.log)
                 invocation = dbt.cli(["build"], context=context)
             yield from invocation.stream()
         except BaseException:

@@ -1,0 +1,8 @@
+{{ config(materialized='ephemeral') }}
+
+{{ next_unsnapshotted_change(
+    ref('stg_product_changes'),
+    'snap_products',
+    'product_id',
+    ['product_name', 'category', 'price', 'currency', 'is_active'],
+) }}

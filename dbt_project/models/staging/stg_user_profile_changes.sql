@@ -1,0 +1,22 @@
+with
+
+source as (
+    select * from {{ source('raw', 'user_profile_changed') }}
+),
+
+deduplicated as (
+    {{ deduplicate_events('source') }}
+),
+
+final as (
+    select
+        {{ envelope_columns() }},
+        event_at as changed_at,
+        cast(payload.signed_up_at as timestamptz) as signed_up_at,
+        payload.country as country,
+        payload.plan as plan,
+        payload.marketing_channel as marketing_channel
+    from deduplicated
+)
+
+select * from final
