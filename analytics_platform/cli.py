@@ -104,6 +104,9 @@ def generate(
     days: Annotated[int, typer.Option(help="Simulated days the sessions spread over.")] = 3,
     start: Annotated[datetime | None, typer.Option(help="First simulated day (UTC), default 2026-11-01.")] = None,
     live: Annotated[bool, typer.Option(help="Produce forever, stamped with the wall clock (for `make dev`).")] = False,
+    reference_data: Annotated[
+        bool, typer.Option(help="Also produce the product catalog and user profiles, with mid-stream changes.")
+    ] = True,
 ) -> None:
     """Produce a synthetic e-commerce stream (sessions flowing visit -> cart -> checkout -> purchase)."""
     from datetime import UTC
@@ -121,14 +124,17 @@ def generate(
             publish(stream, settings.bootstrap_servers, rate=rate or 20.0, **producer_options(settings))
         return
     first_day = start.replace(tzinfo=UTC) if start else DEFAULT_START
-    _echo(f"generating {events:,} events over {days} day(s) from {first_day:%Y-%m-%d} (seed {seed}) ...")
-    stream_events = generate_events(events, seed=seed, days=days, start=first_day)
+    extra = " plus the catalog and user profiles" if reference_data else ""
+    _echo(
+        f"generating {events:,} activity events{extra} over {days} day(s) from {first_day:%Y-%m-%d} (seed {seed}) ..."
+    )
+    stream_events = generate_events(events, seed=seed, days=days, start=first_day, reference_data=reference_data)
     started = time.monotonic()
     delivered = publish(
         stream_events,
         settings.bootstrap_servers,
         rate=rate,
-        progress=lambda n: _echo(f"  produced {n:,}/{events:,}") if n % 50_000 == 0 else None,
+        progress=lambda n: _echo(f"  produced {n:,}/{len(stream_events):,}") if n % 50_000 == 0 else None,
         on_reject=lambda rejection: _echo(f"  rejected at the edge: {rejection.error}"),
         **producer_options(settings),
     )
@@ -162,7 +168,23 @@ def build() -> None:
 
     settings = _settings()
     elapsed = build_marts(settings)
-    _echo(f"marts built and published in {elapsed:.1f}s: {settings.duckdb_path / 'marts.duckdb'}")
+    _echo(f"marts built and published in {elapsed:.1f}s: {settings.duckdb_path / 'warehouse.duckdb'}")
+
+
+@app.command()
+def backfill(
+    first: Annotated[
+        datetime, typer.Option("--from", help="First UTC day to rebuild (YYYY-MM-DD).", formats=["%Y-%m-%d"])
+    ],
+    last: Annotated[datetime, typer.Option("--to", help="Last UTC day to rebuild, inclusive.", formats=["%Y-%m-%d"])],
+) -> None:
+    """Delete and rebuild the daily facts of exactly these days (one ranged Dagster run), e.g. after late events."""
+    from analytics_platform.orchestration import backfill_daily
+
+    if last < first:
+        _fail(f"--to {last:%Y-%m-%d} is before --from {first:%Y-%m-%d}")
+    elapsed = backfill_daily(_settings(), first.date(), last.date())
+    _echo(f"daily facts of {first:%Y-%m-%d} .. {last:%Y-%m-%d} rebuilt and published in {elapsed:.1f}s")
 
 
 @app.command()

@@ -8,9 +8,10 @@ from analytics_platform.defs.ingestion.assets import dead_letter_spec, raw_asset
 from analytics_platform.defs.ingestion.sensors import ingest_jobs, ingest_sensors
 from analytics_platform.defs.quality.checks import raw_quality_checks
 from analytics_platform.defs.resources import PlatformResource
-from analytics_platform.defs.transform.assets import dbt_models
+from analytics_platform.defs.transform.assets import daily_marts, dbt_models
 from analytics_platform.defs.transform.project import dbt_resource
-from analytics_platform.defs.transform.sensors import build_marts_sensor
+from analytics_platform.defs.transform.schedules import build_daily_schedule
+from analytics_platform.defs.transform.sensors import build_daily_marts_sensor, build_marts_sensor
 
 transform_job = dg.define_asset_job(
     "build_marts",
@@ -21,13 +22,23 @@ transform_job = dg.define_asset_job(
     "atomically on success.",
 )
 
+daily_job = dg.define_asset_job(
+    "build_daily_marts",
+    selection=dg.AssetSelection.assets(daily_marts),
+    executor_def=dg.in_process_executor,
+    description="Delete and rebuild the daily facts of the run's days (a partition or a backfill range).",
+)
+
 marts_sensor = build_marts_sensor(transform_job.name)
+daily_marts_sensor = build_daily_marts_sensor(transform_job, daily_job)
+daily_schedule = build_daily_schedule(daily_job)
 
 defs = dg.Definitions(
-    assets=[*topic_specs, dead_letter_spec, *raw_assets, dbt_models],
+    assets=[*topic_specs, dead_letter_spec, *raw_assets, dbt_models, daily_marts],
     asset_checks=[raw_quality_checks],
-    jobs=[*ingest_jobs.values(), transform_job],
-    sensors=[*ingest_sensors, marts_sensor],
+    jobs=[*ingest_jobs.values(), transform_job, daily_job],
+    sensors=[*ingest_sensors, marts_sensor, daily_marts_sensor],
+    schedules=[daily_schedule],
     resources={"platform": PlatformResource(), "dbt": dbt_resource()},
     # Runs launched from the UI's Materialize button are one step too: a subprocess per step only adds seconds.
     executor=dg.in_process_executor,

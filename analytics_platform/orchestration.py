@@ -10,11 +10,12 @@ import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import dagster as dg
 
-from analytics_platform.exceptions import PlatformError, QualityGateError
+from analytics_platform.exceptions import ConfigError, PlatformError, QualityGateError
 from analytics_platform.ingest.batch import plan_next_batch
 from analytics_platform.instance import get_instance
 from analytics_platform.settings import Settings
@@ -48,19 +49,63 @@ def _console_log_level(level: str) -> dict[str, object]:
 
 
 def build_marts(settings: Settings, log_path: Path | None = None) -> float:
-    """Run the ``build_marts`` job (dbt build + atomic publish); returns seconds taken.
+    """Run the ``build_marts`` job, then the daily facts for every day with data; returns seconds taken.
 
     With ``log_path``, dbt's and Dagster's output go to that file instead of the terminal.
     """
-    from analytics_platform.definitions import defs
+    from analytics_platform.defs.transform.sensors import touched_days
 
     started = time.monotonic()
+    _build_non_daily(settings, log_path)
+    days = touched_days(settings, {})
+    if days is not None:
+        backfill_daily(settings, days[0], days[1], log_path)
+    return time.monotonic() - started
+
+
+def backfill_daily(settings: Settings, first: date, last: date, log_path: Path | None = None) -> float:
+    """Delete and rebuild the daily facts of ``first`` .. ``last`` (one ranged run); returns seconds taken."""
+    from analytics_platform.definitions import defs
+    from analytics_platform.defs.transform.sensors import RANGE_END_TAG, RANGE_START_TAG, partition_range
+
+    started = time.monotonic()
+    keys = partition_range((first, last), datetime.now(UTC).date())
+    if keys is None:
+        raise ConfigError(
+            f"no daily partitions between {first} and {last}: partitions run from PARTITIONS_START "
+            "(defs/transform/partitions.py) to today"
+        )
+    with _output_to(log_path) as run_config:
+        result = defs.resolve_job_def("build_daily_marts").execute_in_process(
+            run_config=run_config,
+            instance=get_instance(settings),
+            tags={RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[1]},
+            raise_on_error=False,
+        )
+    if not result.success:
+        where = f"see {log_path}" if log_path else "see the dbt output above"
+        raise PlatformError(
+            f"rebuilding the daily facts {keys[0]}..{keys[1]} failed ({where}); published marts unchanged"
+        )
+    return time.monotonic() - started
+
+
+@contextlib.contextmanager
+def _output_to(log_path: Path | None) -> Iterator[dict[str, object]]:
+    """Run config for a job; with ``log_path``, its output goes to that file instead of the terminal."""
     with contextlib.ExitStack() as stack:
-        run_config: dict[str, object] = {}
-        if log_path is not None:
-            log_path.parent.mkdir(parents=True, exist_ok=True)
-            stack.enter_context(contextlib.redirect_stdout(stack.enter_context(log_path.open("a"))))
-            run_config = _console_log_level("WARNING")
+        if log_path is None:
+            yield {}
+            return
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        stack.enter_context(contextlib.redirect_stdout(stack.enter_context(log_path.open("a"))))
+        yield _console_log_level("WARNING")
+
+
+def _build_non_daily(settings: Settings, log_path: Path | None) -> None:
+    from analytics_platform.definitions import defs
+
+    with _output_to(log_path) as run_config:
         result = defs.resolve_job_def("build_marts").execute_in_process(
             run_config=run_config, instance=get_instance(settings), raise_on_error=False
         )
@@ -82,7 +127,6 @@ def build_marts(settings: Settings, log_path: Path | None = None) -> float:
             f"the dbt build failed ({where}, or the run in the Dagster UI); the previously "
             "published marts are unchanged."
         )
-    return time.monotonic() - started
 
 
 @dataclass(frozen=True)

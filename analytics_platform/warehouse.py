@@ -2,8 +2,8 @@
 
 DuckDB allows one writer per file, and rebuilding tables in place while a dashboard reads them makes
 readers fail or see half-built state. So every build writes a fresh copy of the last published file
-(``builds/marts-<time>.duckdb``), and only a successful build is published by atomically replacing
-the symlink ``marts.duckdb``. Readers open the file the symlink resolves to, read-only, and reopen
+(``builds/<time>-<id>/warehouse.duckdb``), and only a successful build is published by atomically replacing
+the symlink ``warehouse.duckdb``. Readers open the file the symlink resolves to, read-only, and reopen
 when it changes: they never wait for a build and never see one in progress.
 
 The build file exposes the raw Iceberg tables as views in schema ``raw``, each pinned to the table's
@@ -42,7 +42,8 @@ from analytics_platform.ingest.lakehouse import DEAD_LETTER_TABLE, dead_letter_t
 from analytics_platform.settings import Settings
 
 EXTENSION_PACKAGES = ("duckdb_extension_avro", "duckdb_extension_iceberg")
-PUBLISHED_NAME = "marts.duckdb"
+PUBLISHED_NAME = "warehouse.duckdb"
+BUILD_FILE = "warehouse.duckdb"
 KEEP_BUILDS = 3
 
 
@@ -109,7 +110,12 @@ def prepare_build(settings: Settings, catalog: Catalog) -> Path:
     builds = settings.duckdb_path / "builds"
     builds.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    path = builds / f"marts-{stamp}-{uuid.uuid4().hex[:8]}.duckdb"
+    # Every build file is named warehouse.duckdb (in its own folder): DuckDB names the catalog after the
+    # file, and dbt writes that name into every view, so a copied build must keep it to stay valid.
+    # ("marts" would clash with the schema of that name: `marts.fct_x` would be ambiguous.)
+    folder = builds / f"{stamp}-{uuid.uuid4().hex[:8]}"
+    folder.mkdir()
+    path = folder / BUILD_FILE
     previous = current_build(settings)
     if previous is not None:
         shutil.copyfile(previous, path)
@@ -157,20 +163,22 @@ def _duck_type(field: NestedField) -> str:
 
 
 def publish(settings: Settings, build: Path) -> None:
-    """Atomically point ``marts.duckdb`` at ``build`` and delete builds older than the last few."""
+    """Atomically point ``warehouse.duckdb`` at ``build`` and delete builds older than the last few."""
     link = published_link(settings)
     staging_link = link.with_name(f".{PUBLISHED_NAME}.{uuid.uuid4().hex}")
     staging_link.symlink_to(os.path.relpath(build, link.parent))
     os.replace(staging_link, link)  # rename(2) is atomic: readers see the old or the new build
-    builds = sorted((settings.duckdb_path / "builds").glob("marts-*.duckdb"), key=lambda p: p.stat().st_mtime)
+    builds = sorted((settings.duckdb_path / "builds").glob(f"*/{BUILD_FILE}"), key=lambda p: p.stat().st_mtime)
     for old in builds[:-KEEP_BUILDS]:
         if old != build:
-            old.unlink(missing_ok=True)  # open readers keep their file until they close it
+            discard(old)  # open readers keep their file until they close it
 
 
 def discard(build: Path) -> None:
     build.unlink(missing_ok=True)
     Path(f"{build}.wal").unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        build.parent.rmdir()
 
 
 def connect_marts(settings: Settings) -> duckdb.DuckDBPyConnection:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from analytics_platform.events import EVENT_TYPES
 from tests.conftest import free_port
 
 CLI = str(Path(sys.executable).parent / "analytics-platform")
@@ -96,20 +97,21 @@ def test_make_dev_serves_the_lineage_runs_sensors_and_stops_cleanly(isolated_pla
             for sensor in repo["sensors"]
         }
         assert {name: status for name, status in sensors.items() if name.startswith("ingest_")} == {
-            f"ingest_{t}_sensor": "RUNNING" for t in ("user_visit", "add_to_cart", "checkout", "purchase")
+            f"ingest_{t}_sensor": "RUNNING" for t in EVENT_TYPES
         }
-        assert sensors["marts_after_ingest_sensor"] == "RUNNING"
+        assert sensors["marts_after_ingest_sensor"] == sensors["daily_marts_after_build_sensor"] == "RUNNING"
 
         def materialized(key: list[str]) -> bool:
             data = graphql(port, MATERIALIZATIONS % json.dumps(key)) or {}
             return bool((data.get("assetOrError") or {}).get("assetMaterializations"))
 
-        # The daemon's sensor lands the live stream, then the marts sensor has them rebuilt.
+        # The daemon's sensor lands the live stream, the marts sensor has the marts rebuilt, and after that
+        # build the run-status sensor rebuilds the days it touched (a daily partitioned mart).
         wait_for(lambda: materialized(["raw", "user_visit"]), 240, "a sensor-launched run to land raw/user_visit")
         wait_for(
             lambda: materialized(["marts", "fct_daily_active_users"]),
             300,
-            "marts_after_ingest_sensor to rebuild marts/fct_daily_active_users",
+            "the marts sensors to rebuild today's partition of marts/fct_daily_active_users",
         )
     finally:
         os.killpg(dev.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends

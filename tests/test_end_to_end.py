@@ -49,7 +49,7 @@ def test_sensors_ingest_then_dbt_marts_equal_independent_computation(
 
     build_marts(settings)
     with warehouse.connect_marts(settings) as con:
-        dau = dict(con.execute("select activity_date, active_users from marts.fct_daily_active_users").fetchall())
+        dau = dict(con.execute("select activity_date, dau from marts.fct_daily_active_users").fetchall())
         per_minute = {
             (minute.astimezone(UTC), event_type): count
             for minute, event_type, count in con.execute(

@@ -9,6 +9,7 @@ however many versions of a product one ingest batch carried, every one gets its 
 """
 
 import contextlib
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from dagster_dbt import DbtCliResource, dbt_assets
 
 from analytics_platform import warehouse
 from analytics_platform.defs.resources import PlatformResource
+from analytics_platform.defs.transform.partitions import DAILY_TAG, daily_partitions
 from analytics_platform.defs.transform.project import dbt_project
 from analytics_platform.defs.transform.translator import PlatformDbtTranslator
 from analytics_platform.exceptions import PlatformError
@@ -74,12 +76,9 @@ def _environment(**variables: str) -> Iterator[None]:
                 os.environ[name] = value
 
 
-@dbt_assets(
-    manifest=dbt_project().manifest_path,
-    project=dbt_project(),
-    dagster_dbt_translator=PlatformDbtTranslator(),
-)
-def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, platform: PlatformResource) -> Iterator:
+@contextlib.contextmanager
+def _published_build(context: dg.AssetExecutionContext, platform: PlatformResource) -> Iterator[Path]:
+    """A new DuckDB build (a copy of the published one) with dbt pointed at it, published on success."""
     settings = platform.settings()
     with warehouse.build_lock(settings):
         build = warehouse.prepare_build(settings, load_catalog(settings))
@@ -89,11 +88,41 @@ def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, platform:
                 PLATFORM_DBT_DUCKDB_PATH=str(build),
                 PLATFORM_DUCKDB_EXTENSION_DIR=str(warehouse.extension_directory(settings)),
             ):
-                snapshot_until_complete(dbt, build, context.log)
-                invocation = dbt.cli(["build"], context=context)
-            yield from invocation.stream()
+                yield build
         except BaseException:
             warehouse.discard(build)
             raise
         warehouse.publish(settings, build)
         context.log.info(f"published {build.name} as {warehouse.published_link(settings)}")
+
+
+@dbt_assets(
+    manifest=dbt_project().manifest_path,
+    project=dbt_project(),
+    dagster_dbt_translator=PlatformDbtTranslator(),
+    exclude=f"tag:{DAILY_TAG}",
+)
+def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, platform: PlatformResource) -> Iterator:
+    """Snapshots, staging, intermediate models, dimensions and the marts that are not daily."""
+    with _published_build(context, platform) as build:
+        snapshot_until_complete(dbt, build, context.log)
+        yield from dbt.cli(["build"], context=context).stream()
+
+
+@dbt_assets(
+    manifest=dbt_project().manifest_path,
+    project=dbt_project(),
+    dagster_dbt_translator=PlatformDbtTranslator(),
+    select=f"tag:{DAILY_TAG}",
+    partitions_def=daily_partitions,
+    # A backfill of many days is one run: one dbt invocation deletes and rebuilds the whole range.
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    name="daily_marts",
+)
+def daily_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource, platform: PlatformResource) -> Iterator:
+    """The daily facts for the run's partition range: those days are deleted and recomputed, no others."""
+    window = context.partition_key_range
+    dates = {"min_date": window.start, "max_date": window.end}
+    context.log.info(f"rebuilding days {window.start} .. {window.end}")
+    with _published_build(context, platform):
+        yield from dbt.cli(["build", "--vars", json.dumps(dates)], context=context).stream()

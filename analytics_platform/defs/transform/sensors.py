@@ -1,30 +1,63 @@
-"""Rebuild the marts after new raw data lands: one full dbt build at a time, keyed by raw snapshots.
+"""Keep the marts current after each ingest: one build at a time, keyed by raw snapshots.
 
-Raw truth is the Iceberg tables, so the sensor compares their current snapshot ids with those the
-last requested build saw. One build covers every model (a build copies the published file and runs
-``dbt build``), which on a small machine beats per-model eager automation: many small subset runs
-queue behind the build lock while ingest keeps the CPU busy.
+Raw truth is the Iceberg tables, so ``marts_after_ingest_sensor`` compares their current snapshot ids
+with those the last requested build saw, and tags the build with the event days the new rows touched.
+One build covers every non-daily model (snapshots, staging, dimensions...), which on a small machine
+beats per-model eager automation. When it succeeds, ``daily_marts_after_build_sensor`` rebuilds exactly
+the touched days of the daily facts (late events included), as one ranged run of their partitions.
 """
+
+import json
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
+if TYPE_CHECKING:
+    from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
 from analytics_platform.defs.ingestion.sensors import IN_FLIGHT
 from analytics_platform.defs.resources import PlatformResource
+from analytics_platform.defs.transform.partitions import PARTITIONS_START
 from analytics_platform.events import EVENT_TYPES
+from analytics_platform.ingest.changes import event_days_since
 from analytics_platform.ingest.lakehouse import load_catalog, raw_table
+from analytics_platform.settings import Settings
 
 BUILD_INTERVAL_S = 10
+DAYS_TAG = "analytics_platform/event_days"
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
-def raw_snapshot_key(platform: PlatformResource) -> str:
-    """``<table>:<snapshot id>`` of every raw table: changes exactly when new data (or a reset) lands."""
-    settings = platform.settings()
+def raw_snapshot_ids(settings: Settings) -> dict[str, int]:
+    """Current snapshot id of every raw table (0 for a table with none)."""
     catalog = load_catalog(settings)
-    parts = []
+    ids = {}
     for name, event_type in sorted(EVENT_TYPES.items()):
         snapshot = raw_table(catalog, settings, event_type).current_snapshot()
-        parts.append(f"{name}:{snapshot.snapshot_id if snapshot else 0}")
-    return ",".join(parts)
+        ids[name] = snapshot.snapshot_id if snapshot else 0
+    return ids
+
+
+def touched_days(settings: Settings, previous: dict[str, int]) -> tuple[date, date] | None:
+    """The event days the rows landed since ``previous`` snapshot ids fall in (first, last)."""
+    catalog = load_catalog(settings)
+    bounds = [
+        days
+        for name, event_type in EVENT_TYPES.items()
+        if (days := event_days_since(raw_table(catalog, settings, event_type), previous.get(name) or None))
+    ]
+    if not bounds:
+        return None
+    return min(first for first, _ in bounds), max(last for _, last in bounds)
+
+
+def partition_range(days: tuple[date, date], today: date) -> tuple[str, str] | None:
+    """The days clipped to the partitions that exist (PARTITIONS_START .. today), as partition keys."""
+    first = max(days[0], date.fromisoformat(PARTITIONS_START))
+    last = min(days[1], today)
+    return (first.isoformat(), last.isoformat()) if first <= last else None
 
 
 def build_marts_sensor(job_name: str) -> dg.SensorDefinition:
@@ -33,16 +66,48 @@ def build_marts_sensor(job_name: str) -> dg.SensorDefinition:
         job_name=job_name,
         minimum_interval_seconds=BUILD_INTERVAL_S,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Requests a dbt build of the marts whenever a raw Iceberg table has a new snapshot.",
+        description="Requests a build of the marts whenever a raw Iceberg table has a new snapshot.",
     )
     def marts_after_ingest(context: dg.SensorEvaluationContext, platform: PlatformResource) -> dg.SensorResult:
         if context.instance.get_run_records(dg.RunsFilter(job_name=job_name, statuses=IN_FLIGHT), limit=1):
             return dg.SensorResult(skip_reason="a marts build is running; the next one starts after it")
-        key = raw_snapshot_key(platform)
+        settings = platform.settings()
+        ids = raw_snapshot_ids(settings)
+        key = ",".join(f"{name}:{snapshot_id}" for name, snapshot_id in ids.items())
         if key == context.cursor:
             return dg.SensorResult(skip_reason="the marts are built from the current raw snapshots")
-        if all(part.endswith(":0") for part in key.split(",")):
+        if not any(ids.values()):
             return dg.SensorResult(skip_reason="no raw data has landed yet", cursor=key)
-        return dg.SensorResult(run_requests=[dg.RunRequest(run_key=key)], cursor=key)
+        previous = dict(part.split(":") for part in (context.cursor or "").split(",") if ":" in part)
+        days = touched_days(settings, {name: int(snapshot_id) for name, snapshot_id in previous.items()})
+        tags = {DAYS_TAG: json.dumps([d.isoformat() for d in days])} if days else {}
+        return dg.SensorResult(run_requests=[dg.RunRequest(run_key=key, tags=tags)], cursor=key)
 
     return marts_after_ingest
+
+
+def build_daily_marts_sensor(
+    build_job: "UnresolvedAssetJobDefinition", daily_job: "UnresolvedAssetJobDefinition"
+) -> dg.SensorDefinition:
+    @dg.run_status_sensor(
+        name="daily_marts_after_build_sensor",
+        run_status=dg.DagsterRunStatus.SUCCESS,
+        monitored_jobs=[build_job],
+        request_job=daily_job,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="After a successful marts build, rebuilds the days of the daily facts its new data touched.",
+    )
+    def daily_marts_after_build(context: dg.RunStatusSensorContext) -> dg.RunRequest | dg.SkipReason:
+        days = context.dagster_run.tags.get(DAYS_TAG)
+        if not days:
+            return dg.SkipReason("the build touched no event days")
+        first, last = (date.fromisoformat(day) for day in json.loads(days))
+        keys = partition_range((first, last), datetime.now(UTC).date())
+        if keys is None:
+            return dg.SkipReason(f"days {first}..{last} are outside the daily partitions")
+        return dg.RunRequest(
+            run_key=f"{context.dagster_run.run_id}:{keys[0]}..{keys[1]}",
+            tags={RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[1]},
+        )
+
+    return daily_marts_after_build

@@ -21,14 +21,14 @@ class PlatformDbtTranslator(DagsterDbtTranslator):
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
         if dbt_resource_props["resource_type"] == "source":
             return super().get_asset_key(dbt_resource_props)
-        if dbt_resource_props["resource_type"] == "snapshot":
-            return dg.AssetKey(["snapshots", dbt_resource_props["name"]])
+        if dbt_resource_props["resource_type"] in ("snapshot", "seed"):
+            return dg.AssetKey([f"{dbt_resource_props['resource_type']}s", dbt_resource_props["name"]])
         fqn = dbt_resource_props["fqn"]
         layer = fqn[1] if len(fqn) > 2 else "models"
         return dg.AssetKey([layer, dbt_resource_props["name"]])
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
-        if dbt_resource_props["resource_type"] == "snapshot":
-            return "snapshots"
+        if dbt_resource_props["resource_type"] in ("snapshot", "seed"):
+            return f"{dbt_resource_props['resource_type']}s"
         fqn = dbt_resource_props["fqn"]
         return fqn[1] if len(fqn) > 2 else None

@@ -1,0 +1,96 @@
+{{ config(materialized='incremental', incremental_strategy='append', tags=['daily'], pre_hook="{{ delete_partition_range() }}") }}
+
+{#-
+    Per product per UTC day: page views, add-to-carts and the purchases they led to. A purchase counts
+    for every product its journey (correlation_id) carted at or before it, once per product.
+-#}
+with
+
+events as (
+    select * from {{ ref('int_events_enriched') }}
+    where {{ in_partition_range('event_at', lookback_days=1) }}  -- a journey's cart may be the day before
+),
+
+daily_events as (
+    select
+        *,
+        cast(event_at as date) as activity_date
+    from events
+),
+
+views as (
+    select
+        product_id,
+        activity_date,
+        count(*) as views
+    from daily_events
+    where event_type = 'user_visit' and product_id is not null
+    group by product_id, activity_date
+),
+
+add_to_carts as (
+    select
+        product_id,
+        activity_date,
+        count(*) as add_to_carts
+    from daily_events
+    where event_type = 'add_to_cart'
+    group by product_id, activity_date
+),
+
+-- On the purchase's day, even when the cart was the day before (a journey across midnight).
+purchases as (
+    select
+        carts.product_id,
+        orders.activity_date,
+        count(distinct orders.event_id) as purchases
+    from daily_events as orders
+    inner join daily_events as carts
+        on carts.event_type = 'add_to_cart'
+        and carts.correlation_id = orders.correlation_id
+        and carts.event_at <= orders.event_at
+    where orders.event_type = 'purchase'
+    group by carts.product_id, orders.activity_date
+),
+
+product_days as (
+    select product_id, activity_date from views
+    union
+    select product_id, activity_date from add_to_carts
+    union
+    select product_id, activity_date from purchases
+),
+
+counts as (
+    select
+        product_days.product_id,
+        product_days.activity_date,
+        coalesce(views.views, 0) as views,
+        coalesce(add_to_carts.add_to_carts, 0) as add_to_carts,
+        coalesce(purchases.purchases, 0) as purchases
+    from product_days
+    left join views
+        on product_days.product_id = views.product_id
+        and product_days.activity_date = views.activity_date
+    left join add_to_carts
+        on product_days.product_id = add_to_carts.product_id
+        and product_days.activity_date = add_to_carts.activity_date
+    left join purchases
+        on product_days.product_id = purchases.product_id
+        and product_days.activity_date = purchases.activity_date
+),
+
+final as (
+    select
+        *,
+        round(add_to_carts / nullif(views, 0), 4) as ctr,
+        round(purchases / nullif(views, 0), 4) as conversion_rate
+    from counts
+)
+
+select
+    final.*,
+    cast(activity_date as date) as partition_date,
+    current_timestamp as built_at
+from final
+where {{ in_partition_range('activity_date') }}

@@ -1,0 +1,81 @@
+with
+
+events as (
+    select * from {{ ref('int_events_unioned') }}
+),
+
+-- Events whose client sent a session id: the client's session is the session.
+client_session_events as (
+    select
+        session_id as session_key,
+        session_id,
+        user_id,
+        event_id,
+        event_type,
+        event_at
+    from events
+    where session_id <> ''
+),
+
+-- Events without one (null or empty) are sessionized per user: more than 30 minutes without an
+-- event of that user (among these events) starts a new session.
+unsessioned_events as (
+    select
+        *,
+        lag(event_at) over (partition by user_id order by event_at, event_id) as previous_event_at
+    from events
+    where coalesce(session_id, '') = ''
+),
+
+inactivity_breaks as (
+    select
+        *,
+        previous_event_at is null or event_at - previous_event_at > interval 30 minutes as starts_session
+    from unsessioned_events
+),
+
+-- A range frame (the default) gives events at the same instant the same session number.
+numbered_sessions as (
+    select
+        *,
+        count(*) filter (where starts_session) over (partition by user_id order by event_at) as session_number
+    from inactivity_breaks
+),
+
+synthetic_session_events as (
+    select
+        user_id || ':' || strftime(
+            timezone('UTC', min(event_at) over (partition by user_id, session_number)),
+            '%Y-%m-%dT%H:%M:%S.%gZ'
+        ) as session_key,
+        cast(null as varchar) as session_id,
+        user_id,
+        event_id,
+        event_type,
+        event_at
+    from numbered_sessions
+),
+
+session_events as (
+    select * from client_session_events
+    union all
+    select * from synthetic_session_events
+),
+
+final as (
+    select
+        session_key,
+        -- A client session id shared by several users belongs to the user of its first event.
+        first(user_id order by event_at, user_id) as user_id,
+        any_value(session_id) as session_id,
+        min(event_at) as started_at,
+        max(event_at) as ended_at,
+        date_diff('microsecond', min(event_at), max(event_at)) / 1000000 as duration_s,
+        count(*) filter (where event_type = 'user_visit') as page_views,
+        count(*) as events,
+        bool_or(event_type = 'purchase') as converted
+    from session_events
+    group by 1
+)
+
+select * from final
