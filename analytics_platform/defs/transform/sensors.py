@@ -94,6 +94,7 @@ def build_daily_marts_sensor(
         run_status=dg.DagsterRunStatus.SUCCESS,
         monitored_jobs=[build_job],
         request_job=daily_job,
+        minimum_interval_seconds=5,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="After a successful marts build, rebuilds the days of the daily facts its new data touched.",
     )

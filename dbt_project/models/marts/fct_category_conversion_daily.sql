@@ -8,7 +8,7 @@ with
 
 events as (
     select * from {{ ref('int_events_enriched') }}
-    where {{ in_partition_range('event_at', lookback_days=1) }}  -- a journey's cart may be the day before
+    where {{ in_partition_range('event_at') }}
 ),
 
 dates as (
@@ -49,16 +49,12 @@ viewers as (
 -- On the purchase's day, even when the cart was the day before (a journey across midnight).
 purchasers as (
     select
-        orders.activity_date,
-        carts.category,
-        count(distinct orders.user_id) as purchasers
-    from daily_events as orders
-    inner join daily_events as carts
-        on carts.event_type = 'add_to_cart'
-        and carts.correlation_id = orders.correlation_id
-        and carts.event_at <= orders.event_at
-    where orders.event_type = 'purchase' and carts.category is not null
-    group by orders.activity_date, carts.category
+        purchase_date as activity_date,
+        category,
+        count(distinct user_id) as purchasers
+    from {{ ref('int_purchased_carts') }}
+    where category is not null and {{ in_partition_range('purchase_date') }}
+    group by purchase_date, category
 ),
 
 counts as (

@@ -8,7 +8,7 @@ with
 
 events as (
     select * from {{ ref('int_events_enriched') }}
-    where {{ in_partition_range('event_at', lookback_days=1) }}  -- a journey's cart may be the day before
+    where {{ in_partition_range('event_at') }}
 ),
 
 daily_events as (
@@ -41,16 +41,12 @@ add_to_carts as (
 -- On the purchase's day, even when the cart was the day before (a journey across midnight).
 purchases as (
     select
-        carts.product_id,
-        orders.activity_date,
-        count(distinct orders.event_id) as purchases
-    from daily_events as orders
-    inner join daily_events as carts
-        on carts.event_type = 'add_to_cart'
-        and carts.correlation_id = orders.correlation_id
-        and carts.event_at <= orders.event_at
-    where orders.event_type = 'purchase'
-    group by carts.product_id, orders.activity_date
+        product_id,
+        purchase_date as activity_date,
+        count(distinct purchase_event_id) as purchases
+    from {{ ref('int_purchased_carts') }}
+    where {{ in_partition_range('purchase_date') }}
+    group by product_id, purchase_date
 ),
 
 product_days as (
