@@ -110,7 +110,7 @@ def test_make_dev_serves_the_lineage_runs_sensors_and_stops_cleanly(isolated_pla
         wait_for(lambda: materialized(["raw", "user_visit"]), 240, "a sensor-launched run to land raw/user_visit")
         wait_for(
             lambda: materialized(["marts", "fct_daily_active_users"]),
-            300,
+            420,
             "the marts sensors to rebuild today's partition of marts/fct_daily_active_users",
         )
     finally:

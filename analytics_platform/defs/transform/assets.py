@@ -23,10 +23,12 @@ from analytics_platform.defs.resources import PlatformResource
 from analytics_platform.defs.transform.partitions import DAILY_TAG, daily_partitions
 from analytics_platform.defs.transform.project import dbt_project
 from analytics_platform.defs.transform.translator import PlatformDbtTranslator
+from analytics_platform.events import EVENT_TYPES
 from analytics_platform.exceptions import PlatformError
-from analytics_platform.ingest.lakehouse import load_catalog
+from analytics_platform.ingest.lakehouse import load_catalog, raw_table
 
 SNAPSHOTS = ("snap_users", "snap_products")
+REFERENCE_TYPES = ("user_profile_changed", "product_changed")
 MAX_SNAPSHOT_ROUNDS = 1_000
 
 
@@ -43,6 +45,17 @@ def _snapshot_rows(build: Path) -> int:
                 (count,) = con.execute(f"select count(*) from snapshots.{name}").fetchall()[0]
                 total += int(count)
         return total
+
+
+def _has_reference_data(platform: PlatformResource) -> bool:
+    """Whether any reference change landed; without any, the snapshot rounds (two dbt runs) are skipped."""
+    settings = platform.settings()
+    catalog = load_catalog(settings)
+    return any(
+        (snapshot := raw_table(catalog, settings, EVENT_TYPES[name]).current_snapshot()) is not None
+        and int((snapshot.summary.additional_properties if snapshot.summary else {}).get("total-records", 0)) > 0
+        for name in REFERENCE_TYPES
+    )
 
 
 def snapshot_until_complete(dbt: DbtCliResource, build: Path, log: dg.DagsterLogManager) -> int:
@@ -105,7 +118,8 @@ def _published_build(context: dg.AssetExecutionContext, platform: PlatformResour
 def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, platform: PlatformResource) -> Iterator:
     """Snapshots, staging, intermediate models, dimensions and the marts that are not daily."""
     with _published_build(context, platform) as build:
-        snapshot_until_complete(dbt, build, context.log)
+        if _has_reference_data(platform):
+            snapshot_until_complete(dbt, build, context.log)
         yield from dbt.cli(["build"], context=context).stream()
 
 
