@@ -147,7 +147,7 @@ def test_invalid_events_go_to_the_dead_letter_topic_only(broker: Settings) -> No
 def test_messages_carry_the_confluent_schema_id(broker: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     set_environment(monkeypatch, PLATFORM_SCHEMA_REGISTRY_URL="mock://edge-test")
     options = producer_options(get_settings())
-    events = generate_events(200, seed=1)
+    events = generate_events(200, seed=1, reference_data=True)  # every event type, so every subject
 
     with EventProducer(broker.bootstrap_servers, **options) as producer:
         for event in events:
