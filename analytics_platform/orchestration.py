@@ -16,7 +16,7 @@ from pathlib import Path
 import dagster as dg
 
 from analytics_platform.exceptions import ConfigError, PlatformError, QualityGateError
-from analytics_platform.ingest.batch import plan_next_batch
+from analytics_platform.ingest.batch import plan_next_run
 from analytics_platform.instance import get_instance
 from analytics_platform.settings import Settings
 
@@ -31,7 +31,7 @@ def ingest_through_dagster(settings: Settings, topic: str) -> Iterator[tuple[int
     job = defs.resolve_job_def(f"ingest_{event_type.name}")
     op_name = raw_asset_key(event_type).to_python_identifier()
     instance = get_instance(settings)
-    while (plan := plan_next_batch(settings, topic)) is not None:
+    while (plan := plan_next_run(settings, topic)) is not None:
         result = job.execute_in_process(
             run_config=ingest_run_config(event_type, plan),
             instance=instance,

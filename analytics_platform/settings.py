@@ -58,7 +58,16 @@ class Settings(BaseSettings):
     )
     topic_partitions: int = Field(default=3, ge=1, description="Partitions per event topic on creation.")
     batch_max_events: int = Field(
-        default=100_000, ge=1, description="Upper bound on events one ingestion run lands (one micro-batch)."
+        default=100_000,
+        ge=1,
+        description="Upper bound on events in one micro-batch: one Iceberg snapshot, and what an ingest run holds "
+        "in memory at a time.",
+    )
+    run_max_events: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="Upper bound on events one ingest run lands, as consecutive micro-batches: fewer, longer runs "
+        "spread Dagster's per-run cost over more events.",
     )
     raw_namespace: str = Field(default="raw", description="Iceberg namespace of the raw event tables.")
     schema_dir: Path | None = Field(

@@ -29,7 +29,8 @@ def parse(timestamp: str) -> datetime:
 def test_sensors_ingest_then_dbt_marts_equal_independent_computation(
     backend: str, broker: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PLATFORM_BATCH_MAX_EVENTS", "6000")  # several micro-batches per busy topic
+    monkeypatch.setenv("PLATFORM_RUN_MAX_EVENTS", "6000")  # several runs per busy topic,
+    monkeypatch.setenv("PLATFORM_BATCH_MAX_EVENTS", "2500")  # several micro-batches per run
     settings = get_settings()
     events = produce(settings, 20_000, seed=11, days=2)
     instance = get_instance(settings)

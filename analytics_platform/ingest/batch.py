@@ -12,10 +12,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
+import pyarrow as pa
+from confluent_kafka import Consumer
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
@@ -32,7 +35,7 @@ from analytics_platform.ingest.kafka_reader import (
     read_range,
 )
 from analytics_platform.ingest.lakehouse import contract_for, dead_letter_table, load_catalog, raw_table
-from analytics_platform.ingest.offsets import fingerprint, offsets_properties, stored_offsets
+from analytics_platform.ingest.offsets import StoredOffsets, fingerprint, offsets_properties, stored_offsets
 from analytics_platform.settings import Settings
 
 BATCH_ID_KEY = "kafka.batch-id"
@@ -105,13 +108,31 @@ def recent_event_ids(table: Table, window: int) -> pl.Series:
     return pl.Series("event_id", scan.to_arrow().column("event_id"), dtype=pl.String)
 
 
-def gate_context(settings: Settings, table: Table, topic: str, now: datetime) -> GateContext:
+@dataclass
+class DedupWindow:
+    """The event_ids of the ``size`` most recently landed rows of one table, carried across a run's
+    micro-batches so that only the run's first batch reads them from the table."""
+
+    size: int
+    event_ids: pl.Series
+
+    @classmethod
+    def read(cls, table: Table, size: int) -> DedupWindow:
+        return cls(size, recent_event_ids(table, size))
+
+    def extend(self, landed: pa.ChunkedArray | pa.Array) -> None:
+        if self.size:
+            added = pl.Series("event_id", landed, dtype=pl.String)
+            self.event_ids = pl.concat([self.event_ids, added]).tail(self.size)
+
+
+def gate_context(settings: Settings, topic: str, now: datetime, dedup: DedupWindow) -> GateContext:
     return GateContext(
         topic=topic,
         now=now,
         earliest=settings.earliest_event_at,
         max_future=timedelta(seconds=settings.max_event_future_s),
-        recent_event_ids=recent_event_ids(table, settings.dedup_window_events),
+        recent_event_ids=dedup.event_ids,
     )
 
 
@@ -135,7 +156,8 @@ def _share(available: dict[int, int], budget: int) -> dict[int, int]:
 def plan_next_batch(
     settings: Settings, topic: str, *, catalog: Catalog | None = None, max_events: int | None = None
 ) -> BatchPlan | None:
-    """The next micro-batch of ``topic`` from the offsets stored in Iceberg, or None if caught up."""
+    """The next range of ``topic`` (at most ``max_events``, default one micro-batch) from the offsets
+    stored in Iceberg, or None if caught up."""
     catalog = catalog or load_catalog(settings)
     table = raw_table(catalog, settings, event_type_for_topic(topic))
     stored = stored_offsets(table, topic)
@@ -147,6 +169,11 @@ def plan_next_batch(
     taken = _share(available, max_events or settings.batch_max_events)
     ranges = {p: (starts[p], starts[p] + n) for p, n in taken.items() if n > 0}
     return BatchPlan(topic, ranges) if ranges else None
+
+
+def plan_next_run(settings: Settings, topic: str, *, catalog: Catalog | None = None) -> BatchPlan | None:
+    """The range the next ingest run lands: up to ``run_max_events``, in micro-batches (:func:`land_run`)."""
+    return plan_next_batch(settings, topic, catalog=catalog, max_events=settings.run_max_events)
 
 
 def _dead_letters_landed(table: Table, batch_id: str) -> bool:
@@ -161,11 +188,15 @@ def land_batch(
     plan: BatchPlan,
     *,
     catalog: Catalog | None = None,
+    consumer: Consumer | None = None,
+    dedup: DedupWindow | None = None,
     before_commit: Callable[[], None] | None = None,
     after_dead_letters: Callable[[], None] | None = None,
 ) -> BatchResult:
     """Read ``plan``'s range, decode it and commit rows + offsets in one Iceberg snapshot.
 
+    A run landing several batches passes its ``consumer`` and ``dedup`` window along (see
+    :func:`land_run`); by default the batch opens its own and reads the window from the table.
     ``before_commit`` runs after the batch is read and decoded and before anything is written;
     ``after_dead_letters`` between the dead-letter and the raw commit (tests inject crashes and
     competing writers there).
@@ -190,20 +221,21 @@ def land_batch(
         )
 
     clock = time.perf_counter()
-    consumer = make_consumer(settings.bootstrap_servers)
-    try:
+    if consumer is None:
+        with closing(make_consumer(settings.bootstrap_servers)) as own_consumer:
+            messages = read_range(own_consumer, plan.topic, plan.ranges, stored)
+    else:
         messages = read_range(consumer, plan.topic, plan.ranges, stored)
-    finally:
-        consumer.close()
     seconds = {"consume": time.perf_counter() - clock}
     clock = time.perf_counter()
     now = datetime.now(UTC)
+    dedup = dedup or DedupWindow.read(table, settings.dedup_window_events)
     decoded = decode_batch(
         contract_for(settings, event_type),
         messages,
         now,
         table.schema().as_arrow(),
-        gate_context(settings, table, plan.topic, now),
+        gate_context(settings, plan.topic, now, dedup),
         max_event_bytes=settings.max_event_bytes,
     )
     seconds["decode"] = time.perf_counter() - clock
@@ -239,6 +271,7 @@ def land_batch(
             f"{table.name()} moved while this batch was in flight ({error}); nothing was written. Re-plan the batch."
         ) from error
     seconds["commit"] = time.perf_counter() - clock
+    dedup.extend(decoded.rows.column("event_id"))
     snapshot = table.current_snapshot()
     return BatchResult(
         plan,
@@ -251,6 +284,46 @@ def land_batch(
     )
 
 
+def _next_slice(plan: BatchPlan, stored: StoredOffsets, max_events: int) -> BatchPlan | None:
+    """The next micro-batch of a run's range: from where the table's offsets stand (a retried run goes
+    on after the batches it already committed) to at most ``max_events`` further."""
+    starts = {}
+    for partition, (start, end) in plan.ranges.items():
+        position = stored.next_offsets.get(partition, start)
+        # Outside the range, another writer moved the offsets: land_batch reports it.
+        starts[partition] = position if start <= position <= end else start
+    taken = _share({p: plan.ranges[p][1] - starts[p] for p in plan.ranges}, max_events)
+    ranges = {p: (starts[p], starts[p] + n) for p, n in taken.items() if n > 0}
+    return BatchPlan(plan.topic, ranges) if ranges else None
+
+
+def land_run(
+    settings: Settings,
+    plan: BatchPlan,
+    *,
+    catalog: Catalog | None = None,
+    on_batch: Callable[[BatchResult], None] | None = None,
+) -> list[BatchResult]:
+    """Land a run's range as consecutive micro-batches of at most ``batch_max_events`` each.
+
+    Each micro-batch is its own snapshot with its offsets, so memory is bounded by the batch size,
+    not the run's range, and a retried run continues after the last batch it committed. One consumer
+    and one dedup window serve all the batches. Returns nothing if the range had already landed.
+    """
+    catalog = catalog or load_catalog(settings)
+    table = raw_table(catalog, settings, event_type_for_topic(plan.topic))
+    results: list[BatchResult] = []
+    dedup = None
+    with closing(make_consumer(settings.bootstrap_servers)) as consumer:
+        while batch := _next_slice(plan, stored_offsets(table.refresh(), plan.topic), settings.batch_max_events):
+            dedup = dedup or DedupWindow.read(table, settings.dedup_window_events)
+            result = land_batch(settings, batch, catalog=catalog, consumer=consumer, dedup=dedup)
+            results.append(result)
+            if on_batch:
+                on_batch(result)
+    return results
+
+
 def ingest_until_caught_up(
     settings: Settings,
     topic: str,
@@ -258,12 +331,9 @@ def ingest_until_caught_up(
     catalog: Catalog | None = None,
     on_batch: Callable[[BatchResult], None] | None = None,
 ) -> list[BatchResult]:
-    """Plan and land batches until the topic has nothing new (what ``analytics-platform ingest`` does)."""
+    """Plan and land runs until the topic has nothing new (what ``analytics-platform ingest`` does)."""
     catalog = catalog or load_catalog(settings)
-    results = []
-    while (plan := plan_next_batch(settings, topic, catalog=catalog)) is not None:
-        result = land_batch(settings, plan, catalog=catalog)
-        results.append(result)
-        if on_batch:
-            on_batch(result)
+    results: list[BatchResult] = []
+    while (plan := plan_next_run(settings, topic, catalog=catalog)) is not None:
+        results.extend(land_run(settings, plan, catalog=catalog, on_batch=on_batch))
     return results

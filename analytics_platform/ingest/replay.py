@@ -25,7 +25,7 @@ from pyiceberg.table import Table
 
 from analytics_platform.events import event_type_for_topic
 from analytics_platform.exceptions import ConcurrentIngestError
-from analytics_platform.ingest.batch import INGESTED_AT_KEY, gate_context
+from analytics_platform.ingest.batch import INGESTED_AT_KEY, DedupWindow, gate_context
 from analytics_platform.ingest.decode import decode_batch
 from analytics_platform.ingest.kafka_reader import RawMessages
 from analytics_platform.ingest.lakehouse import (
@@ -153,7 +153,7 @@ def replay_dead_letters(
                 messages,
                 now,
                 table.schema().as_arrow(),
-                gate_context(settings, table, name, now),
+                gate_context(settings, name, now, DedupWindow.read(table, settings.dedup_window_events)),
                 max_event_bytes=settings.max_event_bytes,
             )
             reasons = decoded.dead_letters.column("reason").to_pylist()

@@ -7,7 +7,7 @@ import pytest
 from analytics_platform import broker as embedded_broker
 from analytics_platform.events import EVENT_TYPES
 from analytics_platform.exceptions import ConcurrentIngestError, OffsetMismatchError
-from analytics_platform.ingest.batch import ingest_until_caught_up, land_batch, plan_next_batch
+from analytics_platform.ingest.batch import ingest_until_caught_up, land_batch, land_run, plan_next_batch, plan_next_run
 from analytics_platform.ingest.kafka_reader import log_bounds
 from analytics_platform.ingest.lakehouse import load_catalog, raw_table
 from analytics_platform.ingest.offsets import reset_offsets, stored_offsets
@@ -50,6 +50,30 @@ def test_crash_before_commit_then_retry_lands_every_event_once(backend: str, bro
     ids = event_ids(broker, "user_visit")
     assert result.rows_landed == expected == len(ids) == len(set(ids))
     assert sorted(ids) == sorted(e["event_id"] for e in events if e["event_type"] == "user_visit")
+
+
+def test_a_run_crashing_between_micro_batches_resumes_after_the_last_commit(backend: str, broker: Settings) -> None:
+    events = produce(broker, 3_000)
+    expected = sorted(e["event_id"] for e in events if e["event_type"] == "user_visit")
+    settings = broker.model_copy(update={"batch_max_events": 500})
+    plan = plan_next_run(settings, TOPIC)
+    assert plan is not None and plan.size == len(expected)  # the whole backlog is one run
+
+    def crash_after_second(batch: object) -> None:
+        landed.append(batch)
+        if len(landed) == 2:
+            raise InjectedCrash("killed after the run's second micro-batch committed")
+
+    landed: list[object] = []
+    with pytest.raises(InjectedCrash):
+        land_run(settings, plan, on_batch=crash_after_second)
+    assert len(event_ids(settings, "user_visit")) == 1_000  # two committed micro-batches of 500
+
+    retried = land_run(settings, plan)  # the same run's retry
+    assert all(batch.rows_landed <= 500 for batch in retried)
+    assert sum(batch.rows_landed for batch in retried) == len(expected) - 1_000
+    assert sorted(event_ids(settings, "user_visit")) == expected
+    assert land_run(settings, plan) == []  # a late retry of a landed run is a no-op
 
 
 def test_stored_offsets_equal_the_next_offsets_to_read(backend: str, broker: Settings) -> None:

@@ -9,10 +9,11 @@ from pydantic import Field
 
 from analytics_platform.defs.resources import PlatformResource
 from analytics_platform.events import EVENT_TYPES, EventType
-from analytics_platform.ingest.batch import BatchPlan, land_batch, plan_next_batch
+from analytics_platform.ingest.batch import BatchPlan, land_run, plan_next_run
 from analytics_platform.ingest.lakehouse import DEAD_LETTER_TABLE
 
 DEAD_LETTER_KEY = dg.AssetKey(["raw", DEAD_LETTER_TABLE])
+STAGES = ("consume", "decode", "commit")
 
 
 class IngestConfig(dg.Config):
@@ -66,28 +67,34 @@ def build_raw_asset(event_type: EventType) -> dg.AssetsDefinition:
         plan = (
             BatchPlan.from_config({"topic": event_type.topic, "ranges": config.ranges})
             if config.ranges
-            else plan_next_batch(settings, event_type.topic)
+            else plan_next_run(settings, event_type.topic)
         )
         if plan is None:
             return dg.MaterializeResult(metadata={"rows_landed": 0, "note": "caught up: nothing new in Kafka"})
         context.log.info(f"landing {plan.size} offsets of {plan.topic}: {plan.ranges}")
-        result = land_batch(settings, plan)
-        if result.dead_lettered:
+        batches = land_run(
+            settings,
+            plan,
+            on_batch=lambda batch: context.log.info(f"landed {batch.rows_landed} rows of {batch.plan.ranges}"),
+        )
+        dead_lettered = sum(batch.dead_lettered for batch in batches)
+        if dead_lettered:
             context.log_event(
-                dg.AssetMaterialization(
-                    DEAD_LETTER_KEY, metadata={"rows_added": result.dead_lettered, "topic": plan.topic}
-                )
+                dg.AssetMaterialization(DEAD_LETTER_KEY, metadata={"rows_added": dead_lettered, "topic": plan.topic})
             )
+        seconds = {stage: round(sum(b.seconds.get(stage, 0.0) for b in batches), 3) for stage in STAGES}
+        next_offsets = batches[-1].next_offsets if batches else {}
         return dg.MaterializeResult(
             metadata={
-                "rows_landed": result.rows_landed,
-                "dead_lettered": result.dead_lettered,
-                "already_landed": result.already_landed,
+                "rows_landed": sum(batch.rows_landed for batch in batches),
+                "dead_lettered": dead_lettered,
+                "micro_batches": len(batches),
+                "already_landed": not batches,
                 "offset_ranges": dg.MetadataValue.json({str(p): list(r) for p, r in plan.ranges.items()}),
-                "next_offsets": dg.MetadataValue.json({str(p): o for p, o in result.next_offsets.items()}),
-                "snapshot_id": str(result.snapshot_id),
-                "seconds": dg.MetadataValue.json(result.seconds),
-                "unknown_fields": dg.MetadataValue.json(result.unknown_fields),
+                "next_offsets": dg.MetadataValue.json({str(p): o for p, o in next_offsets.items()}),
+                "snapshot_id": str(batches[-1].snapshot_id if batches else None),
+                "seconds": dg.MetadataValue.json(seconds),
+                "unknown_fields": dg.MetadataValue.json(sorted({f for b in batches for f in b.unknown_fields})),
             }
         )
 

@@ -10,7 +10,7 @@ import dagster as dg
 from analytics_platform.defs.ingestion.assets import ingest_run_config, raw_asset_key
 from analytics_platform.defs.resources import PlatformResource
 from analytics_platform.events import EVENT_TYPES, EventType
-from analytics_platform.ingest.batch import plan_next_batch
+from analytics_platform.ingest.batch import plan_next_run
 
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
@@ -44,7 +44,7 @@ def build_ingest_sensor(event_type: EventType, job) -> dg.SensorDefinition:
         in_flight = context.instance.get_run_records(dg.RunsFilter(job_name=job.name, statuses=IN_FLIGHT), limit=1)
         if in_flight:
             return dg.SensorResult(skip_reason=f"run {in_flight[0].dagster_run.run_id} is landing a batch")
-        plan = plan_next_batch(platform.settings(), event_type.topic)
+        plan = plan_next_run(platform.settings(), event_type.topic)
         if plan is None:
             return dg.SensorResult(skip_reason=f"{event_type.topic} has nothing new")
         return dg.SensorResult(
