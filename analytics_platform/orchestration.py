@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
@@ -129,6 +130,12 @@ def _build_non_daily(settings: Settings, log_path: Path | None) -> None:
         )
 
 
+def _without_follow(run_config: Mapping[str, Any]) -> dict[str, Any]:
+    """An in-process run must return to its caller once its range landed: it does not follow the topic."""
+    ops = {name: {**op, "config": {**op["config"], "follow_s": 0.0}} for name, op in run_config["ops"].items()}
+    return {**run_config, "ops": ops}
+
+
 @dataclass(frozen=True)
 class SensorRun:
     sensor: str
@@ -168,7 +175,7 @@ def tick_ingest_sensors(
             ):
                 continue
             job = defs.resolve_job_def(sensor.job.name)
-            run_config = {**request.run_config, **_console_log_level(log_level)}
+            run_config = {**_without_follow(request.run_config), **_console_log_level(log_level)}
             outcome = job.execute_in_process(run_config=run_config, instance=instance, tags=tags, raise_on_error=False)
             runs.append(SensorRun(sensor.name, request.run_key or "", outcome.success))
     return runs

@@ -69,6 +69,18 @@ class Settings(BaseSettings):
         description="Upper bound on events one ingest run lands, as consecutive micro-batches: fewer, longer runs "
         "spread Dagster's per-run cost over more events.",
     )
+    ingest_follow_s: float = Field(
+        default=600.0,
+        ge=0,
+        description="After landing its planned range, a sensor-launched ingest run keeps landing new messages for "
+        "this long (0: stop at once), so a steady stream does not pay a run launch (~10 s) per micro-batch.",
+    )
+    ingest_poll_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often a following ingest run looks for new messages; each look that finds some commits "
+        "one snapshot per topic.",
+    )
     raw_namespace: str = Field(default="raw", description="Iceberg namespace of the raw event tables.")
     schema_dir: Path | None = Field(
         default=None,

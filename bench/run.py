@@ -1,9 +1,15 @@
-"""Ingestion benchmark: the platform's sensor-driven path against a minimal loop on the same data.
+"""Benchmarks of the platform on this machine, each against a baseline measured in the same run.
 
-    python bench/run.py [--events N] [--repeat R] [--quick]
+    python bench/run.py [--quick] [--repeat R] [--stages ingest,build,freshness]
 
-Prints medians (min-max) and the ratio to the ceiling measured in the same run; writes
-``bench/results/<timestamp>.json``. Figures not measured yet are written as null.
+Stages (all on the embedded broker, in temporary platform homes):
+  ingest     the minimal loop (ceiling) and the platform's sensor-driven ingest over the same log, then
+             the ingest process's peak memory with a 5x larger backlog
+  build      dbt build of all marts through Dagster at N and 10xN events; the daily build of one new day
+  freshness  a steady producer while `dagster dev` runs the sensors: latency to raw and to the marts
+
+Prints each figure as the median of the repetitions with min and max, and writes
+``bench/results/<timestamp>.json``. ``--quick`` shrinks every stage for a smoke run (one repetition).
 """
 
 from __future__ import annotations
@@ -11,219 +17,208 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import socket
-import statistics
+import shutil
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
-NOT_YET_MEASURED = (
-    "freshness_raw_p50_s",
-    "freshness_raw_p95_s",
-    "freshness_mart_p95_s",
-    "build_full_10m_s",
-    "build_incremental_day_s",
-    "incremental_to_full_ratio",
-    "ingest_peak_rss_mb",
-)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import RESULTS, cpu_model, spread  # noqa: E402
+
+FULL = {"events": 1_000_000, "memory_events": 5_000_000, "rate": 2_000.0, "duration_s": 600.0, "repeat": 3}
+QUICK = {"events": 100_000, "memory_events": 300_000, "rate": 2_000.0, "duration_s": 45.0, "repeat": 1}
+STAGES = ("ingest", "build", "freshness")
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def echo(message: str) -> None:
+    print(f"[{datetime.now():%H:%M:%S}] {message}", flush=True)
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
+def git_commit() -> str:
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+    return done.stdout.strip() or "unknown"
 
 
-def fresh_environment(root: Path) -> None:
-    """A new platform home and broker port, so each repetition starts from empty tables."""
-    os.environ["PLATFORM_HOME"] = str(root)
-    os.environ["PLATFORM_BROKER_PORT"] = str(free_port())
-    os.environ.pop("PLATFORM_CATALOG_URI", None)
-    os.environ.pop("PLATFORM_KAFKA_BOOTSTRAP_SERVERS", None)
-
-
-def ceiling(settings, events: int) -> float:  # type: ignore[no-untyped-def]
-    """Events/s of the minimal single-process loop: consume to EOF, decode, append per ~100k rows."""
-    from analytics_platform.events import EVENT_TYPES
-    from analytics_platform.ingest.kafka_reader import make_consumer
-    from analytics_platform.ingest.lakehouse import load_catalog
-
-    catalog = load_catalog(settings)
-    catalog.create_namespace_if_not_exists("ceiling")
-    started = time.perf_counter()
-    consumer = make_consumer(settings.bootstrap_servers)
-    landed = sum(_ceiling_topic(consumer, catalog, event_type) for event_type in EVENT_TYPES.values())
-    consumer.close()
-    elapsed = time.perf_counter() - started
-    assert landed == events, f"ceiling landed {landed} of {events}"
-    return events / elapsed
-
-
-def _ceiling_topic(consumer, catalog, event_type) -> int:  # type: ignore[no-untyped-def]
-    from confluent_kafka import KafkaError, TopicPartition
-
-    from analytics_platform.contracts.gates import GateContext
-    from analytics_platform.contracts.registry import load_registry
-    from analytics_platform.ingest.decode import decode_batch
-    from analytics_platform.ingest.kafka_reader import RawMessages, topic_partitions
-    from analytics_platform.ingest.lakehouse import _day_spec, raw_table_schema
-
-    contract = load_registry().contract(event_type.name)
-    schema = raw_table_schema(contract)
-    table = catalog.create_table(
-        f"ceiling.{event_type.name}", schema=schema, partition_spec=_day_spec(schema, "event_at")
-    )
-    target = table.schema().as_arrow()
-    partitions = topic_partitions(consumer, event_type.topic)
-    consumer.assign([TopicPartition(event_type.topic, p, 0) for p in partitions])
-    pending, chunk, landed = set(partitions), RawMessages(event_type.topic), 0
-    while pending or len(chunk):
-        for message in consumer.consume(10_000, timeout=0.2) if pending else []:
-            if message.error():
-                if message.error().code() == KafkaError._PARTITION_EOF:
-                    pending.discard(message.partition())
-                continue
-            chunk.partitions.append(message.partition())
-            chunk.offsets.append(message.offset())
-            chunk.keys.append(message.key())
-            chunk.values.append(message.value())
-        if len(chunk) >= 100_000 or (not pending and len(chunk)):
-            now = datetime.now(UTC)
-            context = GateContext(event_type.topic, now, datetime(2000, 1, 1, tzinfo=UTC), timedelta(hours=1))
-            rows = decode_batch(contract, chunk, now, target, context, max_event_bytes=1_000_000).rows
-            table.append(rows)
-            landed += rows.num_rows
-            chunk = RawMessages(event_type.topic)
-    consumer.unassign()
-    return landed
-
-
-def platform_ingest(settings, events: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
-    """The real path: ingest sensors ticked in-process, one Dagster run per requested micro-batch."""
-    import dagster as dg
-
-    from analytics_platform.events import EVENT_TYPES
-    from analytics_platform.ingest.lakehouse import load_catalog
-    from analytics_platform.instance import get_instance
-    from analytics_platform.orchestration import tick_ingest_sensors
-    from analytics_platform.report import landed_counts
-
-    instance = get_instance(settings)
-    started = time.perf_counter()
-    runs = 0
-    while ticked := tick_ingest_sensors(settings, instance, log_level="ERROR"):
-        assert all(run.success for run in ticked), ticked
-        runs += len(ticked)
-    elapsed = time.perf_counter() - started
-    landed, dead = landed_counts(load_catalog(settings), settings)
-    assert sum(landed.values()) + dead == events, (landed, dead, events)
-    stages = {"consume": 0.0, "decode": 0.0, "commit": 0.0}
-    for name in EVENT_TYPES:
-        for record in instance.fetch_materializations(dg.AssetKey(["raw", name]), limit=10_000).records:
-            materialization = record.asset_materialization
-            seconds = materialization.metadata.get("seconds") if materialization else None
-            for stage, value in (seconds.value if seconds else {}).items():  # type: ignore[union-attr]
-                stages[stage] += value
-    overhead = (elapsed - sum(stages.values())) / max(runs, 1)
-    return {
-        "events_per_s": events / elapsed,
-        "runs": runs,
-        "run_overhead_s": overhead,
-        **{f"{stage}_s": value for stage, value in stages.items()},
-    }
-
-
-def repeat(times: int, measure: Callable[[], dict[str, float]]) -> list[dict[str, float]]:
-    return [measure() for _ in range(times)]
-
-
-def summary(values: list[float]) -> tuple[float, float, float]:
-    return statistics.median(values), min(values), max(values)
+def table(rows: list[tuple[str, dict[str, float] | float | None, str]]) -> str:
+    lines = [f"{'figure':<52} {'median':>11} {'min':>11} {'max':>11}  baseline / target"]
+    for label, value, note in rows:
+        if value is None:
+            continue
+        figures = value if isinstance(value, dict) else {"median": value, "min": value, "max": value}
+        lines.append(
+            f"{label:<52} {figures['median']:>11,.2f} {figures['min']:>11,.2f} {figures['max']:>11,.2f}  {note}"
+        )
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="100,000 events: a smoke run of every stage")
+    parser.add_argument("--quick", action="store_true", help="small sizes, one repetition: a smoke run (< 3 min)")
+    parser.add_argument("--repeat", type=int, help="repetitions per figure (default 3; 1 with --quick)")
+    parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {', '.join(STAGES)}")
     args = parser.parse_args()
-    events = 100_000 if args.quick else args.events
+    sizes = dict(QUICK if args.quick else FULL)
+    if args.repeat:
+        sizes["repeat"] = args.repeat
+    stages = [stage.strip() for stage in args.stages.split(",") if stage.strip()]
+    if unknown := set(stages) - set(STAGES):
+        parser.error(f"unknown stages {sorted(unknown)}; choose from {', '.join(STAGES)}")
+    if "build" in stages and "ingest" not in stages:
+        parser.error("the build stage builds on the ingest stage's raw tables: add ingest to --stages")
 
-    from analytics_platform import broker
-    from analytics_platform.generator import generate_events
-    from analytics_platform.producer import publish
-    from analytics_platform.settings import get_settings
-    from analytics_platform.topics import create_topics
+    import build
+    import freshness
+    import ingest
 
-    print(f"generating {events:,} events ...", flush=True)
-    stream = generate_events(events, seed=42, days=3)
+    events, repeat = int(sizes["events"]), int(sizes["repeat"])
+    # The data ends before today, so the 10x copies and the new day are all inside the daily partitions.
+    start = (datetime.now(UTC) - timedelta(days=10 * build.SPAN_DAYS + 2)).replace(
+        hour=0, minute=0, second=0, microsecond=0
+    )
+    began = time.monotonic()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-"))
+    results: dict[str, Any] = {}
+    try:
+        if "ingest" in stages:
+            echo(f"ingest: {events:,} events, {repeat} repetitions")
+            results["ingest"] = ingest.run(
+                workdir, events=events, memory_events=int(sizes["memory_events"]), repeat=repeat, start=start, echo=echo
+            )
+        if "build" in stages:
+            echo(f"build: {events:,} and {10 * events:,} events, {repeat} repetitions")
+            results["build"] = build.run(
+                results["ingest"]["home"], events=events, repeat=repeat, start=start.date(), echo=echo
+            )
+        if "freshness" in stages:
+            echo(f"freshness: {sizes['rate']:,.0f} events/s for {sizes['duration_s']:.0f}s under dagster dev")
+            results["freshness"] = freshness.run(
+                workdir, rate=float(sizes["rate"]), duration_s=float(sizes["duration_s"]), echo=echo
+            )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    report(results, sizes, stages, time.monotonic() - began, quick=args.quick)
 
-    def one_repetition() -> dict[str, float]:
-        with tempfile.TemporaryDirectory(prefix="bench-") as root:
-            fresh_environment(Path(root))
-            settings = get_settings()
-            broker.start(settings)
-            try:
-                create_topics(settings.bootstrap_servers, settings.topic_partitions)
-                publish(stream, settings.bootstrap_servers)
-                ceiling_rate = ceiling(settings, events)
-                result = platform_ingest(settings, events)
-            finally:
-                broker.stop(settings)
-        result["ceiling_events_per_s"] = ceiling_rate
-        result["ratio"] = result["events_per_s"] / ceiling_rate
-        print(
-            f"  ceiling {ceiling_rate:,.0f}/s, platform {result['events_per_s']:,.0f}/s "
-            f"({result['ratio']:.2f}x) in {result['runs']:.0f} runs",
-            flush=True,
-        )
-        return result
 
-    print(f"{args.repeat} repetitions (each: fresh broker, produce, ceiling, platform ingest)", flush=True)
-    runs = repeat(args.repeat, one_repetition)
-    rows = {
-        "ceiling_events_per_s": "ceiling (events/s)",
-        "events_per_s": "platform ingest (events/s)",
-        "ratio": "ingest / ceiling",
-        "run_overhead_s": "per-run overhead (s)",
-        "consume_s": "consume, all runs (s)",
-        "decode_s": "decode, all runs (s)",
-        "commit_s": "commit, all runs (s)",
-    }
-    print(f"\n{'figure':<28} {'median':>12} {'min':>12} {'max':>12}")
-    figures: dict[str, object] = {}
-    for key, label in rows.items():
-        median, low, high = summary([run[key] for run in runs])
-        figures[key] = {"median": median, "min": low, "max": high}
-        print(f"{label:<28} {median:>12,.2f} {low:>12,.2f} {high:>12,.2f}")
-    print("\nnot measured yet: " + ", ".join(NOT_YET_MEASURED))
-
-    result = {
-        "events": events,
-        "repetitions": args.repeat,
+def report(
+    results: dict[str, Any], sizes: dict[str, float], stages: list[str], elapsed_s: float, *, quick: bool
+) -> None:
+    events = int(sizes["events"])
+    figures: dict[str, Any] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": git_commit(),
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
-        "ceiling_events_per_s": figures["ceiling_events_per_s"],
-        "ingest_events_per_s": figures["events_per_s"],
-        "ingest_ratio_to_ceiling": figures["ratio"],
-        "run_overhead_s": figures["run_overhead_s"],
-        "ingest_stage_seconds": {stage: figures[f"{stage}_s"] for stage in ("consume", "decode", "commit")},
-        **dict.fromkeys(NOT_YET_MEASURED),
+        "quick": quick,
+        "repetitions": int(sizes["repeat"]),
+        "stages": stages,
+        "elapsed_s": round(elapsed_s, 1),
     }
+    spreads: dict[str, dict[str, float]] = {}
+    rows: list[tuple[str, Any, str]] = []
+
+    def figure(key: str, values: list[float], label: str, note: str = "") -> None:
+        spreads[key] = spread(values)
+        figures[key] = spreads[key]["median"]
+        rows.append((label, spreads[key], note))
+
+    if "ingest" in results:
+        reps = results["ingest"]["repetitions"]
+        figures["ingest_events"] = events
+        figure("ceiling_events_per_s", [r["ceiling_events_per_s"] for r in reps], "ceiling (events/s)", "baseline")
+        figure("ingest_events_per_s", [r["events_per_s"] for r in reps], "platform ingest (events/s)")
+        figure("ingest_ratio_to_ceiling", [r["ratio"] for r in reps], "  ratio to the ceiling", "target >= 0.65")
+        figure("run_overhead_in_process_s", [r["run_overhead_s"] for r in reps], "  per-run overhead in process (s)")
+        for stage in ("consume", "decode", "commit"):
+            figure(f"ingest_{stage}_s", [r[f"{stage}_s"] for r in reps], f"  {stage}, all runs (s)")
+        figure("ingest_runs", [r["runs"] for r in reps], "  runs")
+        figure("ingest_process_peak_rss_mb", [r["peak_rss_mb"] for r in reps], "  peak RSS of that process (MiB)")
+        figure("ingest_baseline_rss_mb", [r["baseline_rss_mb"] for r in reps], "  of which Dagster + imports (MiB)")
+        small, large = results["ingest"]["memory_small"], results["ingest"]["memory_large"]
+        figures["memory_events"] = int(sizes["memory_events"])
+        figure(
+            "ingest_peak_rss_mb",
+            [r["peak_rss_mb"] for r in small],
+            f"ingest run peak RSS, {events:,} backlog (MiB)",
+            "largest run of the busiest topic",
+        )
+        figure(
+            "ingest_peak_rss_large_backlog_mb",
+            [r["peak_rss_mb"] for r in large],
+            f"ingest run peak RSS, {int(sizes['memory_events']):,} backlog (MiB)",
+            "bounded: same as above",
+        )
+    if "build" in results:
+        build = results["build"]
+        figure("build_full_1x_s", [r["seconds"] for r in build["full_small"]], f"full build, {events:,} events (s)")
+        figure(
+            "build_full_10m_s", [r["seconds"] for r in build["full_large"]], f"full build, {10 * events:,} events (s)"
+        )
+        figure(
+            "build_scaling_10x",
+            [b / spreads["build_full_1x_s"]["median"] for b in (r["seconds"] for r in build["full_large"])],
+            "  10x input / 1x cost",
+            "target <= ~10",
+        )
+        figure("build_full_peak_rss_mb", [r["peak_rss_mb"] for r in build["full_large"]], "  peak RSS at 10x (MiB)")
+        figure("build_incremental_day_s", [r["seconds"] for r in build["day"]], "daily build of one new day (s)")
+        figure(
+            "incremental_to_full_ratio",
+            [r["seconds"] / spreads["build_full_10m_s"]["median"] for r in build["day"]],
+            "  ratio to the full build at 10x",
+            "target <= 0.3",
+        )
+        figures["build_day_events"] = build["day_events"]
+    if "freshness" in results:
+        fresh = results["freshness"]
+        figures.update(
+            {
+                "freshness_rate": sizes["rate"],
+                "freshness_duration_s": sizes["duration_s"],
+                "freshness_events": fresh["events"],
+                "freshness_raw_p50_s": fresh["raw_p50_s"],
+                "freshness_raw_p95_s": fresh["raw_p95_s"],
+                "freshness_raw_max_s": fresh["raw_max_s"],
+                "freshness_raw_p95_by_minute_s": fresh["raw_p95_by_minute_s"],
+                "freshness_mart_p50_s": fresh["mart_p50_s"],
+                "freshness_mart_p95_s": fresh["mart_p95_s"],
+                "freshness_mart_max_s": fresh["mart_max_s"],
+                # A daemon-launched run: from the sensor's request to its step consuming (process start + code load).
+                "run_overhead_s": fresh["runs"].get("ingest_*", {}).get("launch_s"),
+                "freshness_runs": fresh["runs"],
+            }
+        )
+        per_event = f"over {fresh['events']:,} events"
+        rows += [
+            ("produce -> raw p50 (s)", fresh["raw_p50_s"], per_event),
+            ("produce -> raw p95 (s)", fresh["raw_p95_s"], "target <= 20"),
+            ("produce -> raw max (s)", fresh["raw_max_s"], ""),
+            ("produce -> fct_events_per_minute p50 (s)", fresh["mart_p50_s"], ""),
+            ("produce -> fct_events_per_minute p95 (s)", fresh["mart_p95_s"], "target <= 60"),
+        ]
+        for job, timing in fresh["runs"].items():
+            rows.append(
+                (f"{job} run: request -> step start (s)", timing["launch_s"], f"median of {timing['runs']} runs")
+            )
+            rows.append((f"{job} run: step start -> end (s)", timing["work_s"], ""))
+        by_minute = ", ".join(f"{value:.1f}" for value in fresh["raw_p95_by_minute_s"])
+        commits = ", ".join(f"{value:.2f}" for value in fresh["commit_s_by_minute"])
+        figures["freshness_commit_s_by_minute"] = fresh["commit_s_by_minute"]
+    figures["spread"] = spreads
+    print(
+        f"\n{figures['cpu_model']}, {figures['cpu_count']} cores; commit {figures['commit']}; {elapsed_s / 60:.1f} min"
+    )
+    print(table(rows))
+    if "freshness" in results:
+        print(f"raw p95 per minute of the run (s): {by_minute}")
+        print(f"median raw commit per minute of the run (s): {commits}")
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    path.write_text(json.dumps(result, indent=2))
+    path.write_text(json.dumps(figures, indent=2, default=str))
     print(f"wrote {path}")
 
 

@@ -32,6 +32,7 @@ from analytics_platform.ingest.kafka_reader import (
     check_stored_offsets,
     log_bounds,
     make_consumer,
+    probe_log_bounds,
     read_range,
 )
 from analytics_platform.ingest.lakehouse import contract_for, dead_letter_table, load_catalog, raw_table
@@ -154,14 +155,19 @@ def _share(available: dict[int, int], budget: int) -> dict[int, int]:
 
 
 def plan_next_batch(
-    settings: Settings, topic: str, *, catalog: Catalog | None = None, max_events: int | None = None
+    settings: Settings,
+    topic: str,
+    *,
+    catalog: Catalog | None = None,
+    max_events: int | None = None,
+    consumer: Consumer | None = None,
 ) -> BatchPlan | None:
     """The next range of ``topic`` (at most ``max_events``, default one micro-batch) from the offsets
     stored in Iceberg, or None if caught up."""
     catalog = catalog or load_catalog(settings)
     table = raw_table(catalog, settings, event_type_for_topic(topic))
     stored = stored_offsets(table, topic)
-    bounds = log_bounds(settings.bootstrap_servers, topic)
+    bounds = probe_log_bounds(consumer, topic) if consumer else log_bounds(settings.bootstrap_servers, topic)
     check_stored_offsets(stored, bounds)
     # A partition never landed before starts at the log's first retained offset.
     starts = {p: stored.next_offsets.get(p, log.start) for p, log in bounds.items()}
@@ -303,24 +309,39 @@ def land_run(
     *,
     catalog: Catalog | None = None,
     on_batch: Callable[[BatchResult], None] | None = None,
+    follow_s: float = 0.0,
 ) -> list[BatchResult]:
     """Land a run's range as consecutive micro-batches of at most ``batch_max_events`` each.
 
     Each micro-batch is its own snapshot with its offsets, so memory is bounded by the batch size,
     not the run's range, and a retried run continues after the last batch it committed. One consumer
     and one dedup window serve all the batches. Returns nothing if the range had already landed.
+
+    With ``follow_s``, the run then keeps landing what arrives, every ``ingest_poll_s``, for that
+    long: a steady stream is landed within seconds instead of paying a run launch per micro-batch.
+    The next run starts where the stored offsets then stand, so following never lands twice.
     """
     catalog = catalog or load_catalog(settings)
     table = raw_table(catalog, settings, event_type_for_topic(plan.topic))
     results: list[BatchResult] = []
     dedup = None
+
+    def land(batch: BatchPlan) -> None:
+        nonlocal dedup
+        dedup = dedup or DedupWindow.read(table, settings.dedup_window_events)
+        result = land_batch(settings, batch, catalog=catalog, consumer=consumer, dedup=dedup)
+        results.append(result)
+        if on_batch:
+            on_batch(result)
+
     with closing(make_consumer(settings.bootstrap_servers)) as consumer:
         while batch := _next_slice(plan, stored_offsets(table.refresh(), plan.topic), settings.batch_max_events):
-            dedup = dedup or DedupWindow.read(table, settings.dedup_window_events)
-            result = land_batch(settings, batch, catalog=catalog, consumer=consumer, dedup=dedup)
-            results.append(result)
-            if on_batch:
-                on_batch(result)
+            land(batch)
+        deadline = time.monotonic() + follow_s
+        while time.monotonic() < deadline:
+            time.sleep(min(settings.ingest_poll_s, max(deadline - time.monotonic(), 0)))
+            if batch := plan_next_batch(settings, plan.topic, catalog=catalog, consumer=consumer):
+                land(batch)
     return results
 
 

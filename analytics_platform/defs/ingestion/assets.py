@@ -9,7 +9,7 @@ from pydantic import Field
 
 from analytics_platform.defs.resources import PlatformResource
 from analytics_platform.events import EVENT_TYPES, EventType
-from analytics_platform.ingest.batch import BatchPlan, land_run, plan_next_run
+from analytics_platform.ingest.batch import BatchPlan, BatchResult, land_run, plan_next_run
 from analytics_platform.ingest.lakehouse import DEAD_LETTER_TABLE
 
 DEAD_LETTER_KEY = dg.AssetKey(["raw", DEAD_LETTER_TABLE])
@@ -24,6 +24,10 @@ class IngestConfig(dg.Config):
         description='JSON {"<partition>": [start, end]} (end exclusive) as planned by the sensor; '
         '"" plans the next batch.',
     )
+    follow_s: float = Field(
+        default=0.0,
+        description="Then keep landing new messages for this many seconds (PLATFORM_INGEST_FOLLOW_S for sensor runs).",
+    )
 
 
 def topic_asset_key(event_type: EventType) -> dg.AssetKey:
@@ -34,10 +38,10 @@ def raw_asset_key(event_type: EventType) -> dg.AssetKey:
     return dg.AssetKey(["raw", event_type.name])
 
 
-def ingest_run_config(event_type: EventType, plan: BatchPlan) -> dict[str, object]:
-    """Run config that makes the raw asset land exactly ``plan`` (what the sensor requests)."""
+def ingest_run_config(event_type: EventType, plan: BatchPlan, follow_s: float = 0.0) -> dict[str, object]:
+    """Run config that makes the raw asset land ``plan`` and then follow the topic for ``follow_s``."""
     op_name = raw_asset_key(event_type).to_python_identifier()
-    return {"ops": {op_name: {"config": {"ranges": plan.to_config()["ranges"]}}}}
+    return {"ops": {op_name: {"config": {"ranges": plan.to_config()["ranges"], "follow_s": follow_s}}}}
 
 
 def topic_spec(event_type: EventType) -> dg.AssetSpec:
@@ -72,11 +76,23 @@ def build_raw_asset(event_type: EventType) -> dg.AssetsDefinition:
         if plan is None:
             return dg.MaterializeResult(metadata={"rows_landed": 0, "note": "caught up: nothing new in Kafka"})
         context.log.info(f"landing {plan.size} offsets of {plan.topic}: {plan.ranges}")
-        batches = land_run(
-            settings,
-            plan,
-            on_batch=lambda batch: context.log.info(f"landed {batch.rows_landed} rows of {batch.plan.ranges}"),
-        )
+
+        def landed(batch: BatchResult) -> None:
+            context.log.info(f"landed {batch.rows_landed} rows of {batch.plan.ranges}")
+            if config.follow_s:  # a following run lasts minutes: show each micro-batch as it commits
+                context.log_event(
+                    dg.AssetMaterialization(
+                        raw_asset_key(event_type),
+                        metadata={
+                            "rows_landed": batch.rows_landed,
+                            "dead_lettered": batch.dead_lettered,
+                            "snapshot_id": str(batch.snapshot_id),
+                            "seconds": dg.MetadataValue.json(batch.seconds),
+                        },
+                    )
+                )
+
+        batches = land_run(settings, plan, follow_s=config.follow_s, on_batch=landed)
         dead_lettered = sum(batch.dead_lettered for batch in batches)
         if dead_lettered:
             context.log_event(

@@ -51,7 +51,7 @@ def build_ingest_sensor(event_type: EventType, job) -> dg.SensorDefinition:
             run_requests=[
                 dg.RunRequest(
                     run_key=plan.run_key,
-                    run_config=ingest_run_config(event_type, plan),
+                    run_config=ingest_run_config(event_type, plan, follow_s=platform.settings().ingest_follow_s),
                     tags={"analytics_platform/events": str(plan.size)},
                 )
             ]

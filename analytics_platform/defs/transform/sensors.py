@@ -24,7 +24,7 @@ from analytics_platform.ingest.changes import event_days_since
 from analytics_platform.ingest.lakehouse import load_catalog, raw_table
 from analytics_platform.settings import Settings
 
-BUILD_INTERVAL_S = 10
+BUILD_INTERVAL_S = 5
 DAYS_TAG = "analytics_platform/event_days"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"

@@ -1,0 +1,235 @@
+"""Freshness stage: a producer at a steady rate while ``dagster dev`` (webserver + daemon) runs the sensors.
+
+Every event is stamped with the wall clock as it is produced. Its latency to the raw table is the
+commit time of the Iceberg snapshot that landed it (each snapshot records the ``ingested_at`` it
+stamped on its rows, so rows map to snapshots exactly). Its latency to ``fct_events_per_minute`` is when
+a poll of the published marts (once a second, as a dashboard would) first counted it: within one
+minute and event type the mart's count grows with landed events, so the k-th event of that cell (in
+time order) is visible once the count reaches k.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from common import free_port, isolate, percentile
+
+POLL_S = 1.0
+STARTUP_TIMEOUT_S = 300.0
+DRAIN_TIMEOUT_S = 300.0
+
+
+def _stamped(events: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    from analytics_platform.generator import format_timestamp
+
+    for event in events:
+        yield dict(event, timestamp=format_timestamp(datetime.now(UTC)))
+
+
+def _wait(condition, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(POLL_S)
+
+
+def _mart_counts(settings, since: datetime) -> dict[tuple[datetime, str], int]:  # type: ignore[no-untyped-def]
+    from analytics_platform import warehouse
+
+    try:
+        with warehouse.connect_marts(settings) as con:
+            rows = con.execute(
+                "select event_minute, event_type, event_count from marts.fct_events_per_minute where event_minute >= ?",
+                [since.replace(second=0, microsecond=0)],
+            ).fetchall()
+    except Exception:  # noqa: BLE001 - no marts published yet, or the table is not built yet
+        return {}
+    return {(minute.astimezone(UTC), event_type): int(count) for minute, event_type, count in rows}
+
+
+def _landed(settings, since: datetime) -> list[tuple[str, datetime, float]]:  # type: ignore[no-untyped-def]
+    """(event type, event time, commit time of its snapshot) of every raw row stamped at or after ``since``."""
+    from analytics_platform.events import EVENT_TYPES
+    from analytics_platform.ingest.batch import INGESTED_AT_KEY
+    from analytics_platform.ingest.lakehouse import load_catalog, raw_table
+
+    catalog = load_catalog(settings)
+    rows = []
+    for name, event_type in EVENT_TYPES.items():
+        table = raw_table(catalog, settings, event_type)
+        committed = {
+            snapshot.summary.additional_properties[INGESTED_AT_KEY]: snapshot.timestamp_ms / 1000
+            for snapshot in table.snapshots()
+            if snapshot.summary and INGESTED_AT_KEY in snapshot.summary.additional_properties
+        }
+        scan = table.scan(row_filter=f"event_at >= '{since.isoformat()}'", selected_fields=("event_at", "ingested_at"))
+        data = scan.to_arrow()
+        for event_at, ingested_at in zip(
+            data.column("event_at").to_pylist(), data.column("ingested_at").to_pylist(), strict=True
+        ):
+            rows.append((name, event_at, committed[ingested_at.isoformat()]))
+    return rows
+
+
+def _run_timings(instance, since: float) -> dict[str, dict[str, float]]:  # type: ignore[no-untyped-def]
+    """Per job of the stage: median seconds from a run's creation (sensor request) to its step starting
+    (process launch + code load), and from step start to the run's end (the work itself)."""
+    import statistics
+
+    import dagster as dg
+
+    launches: dict[str, list[float]] = defaultdict(list)
+    work: dict[str, list[float]] = defaultdict(list)
+    for record in instance.get_run_records(dg.RunsFilter(created_after=datetime.fromtimestamp(since, UTC))):
+        job = "ingest_*" if record.dagster_run.job_name.startswith("ingest_") else record.dagster_run.job_name
+        steps = instance.get_records_for_run(record.dagster_run.run_id, of_type=dg.DagsterEventType.STEP_START)
+        if not steps.records or record.end_time is None:
+            continue
+        step_start = steps.records[0].event_log_entry.timestamp
+        launches[job].append(step_start - record.create_timestamp.timestamp())
+        work[job].append(record.end_time - step_start)
+    return {
+        job: {
+            "runs": len(launches[job]),
+            "launch_s": statistics.median(launches[job]),
+            "work_s": statistics.median(work[job]),
+        }
+        for job in sorted(launches)
+    }
+
+
+def _commit_seconds_by_minute(instance, started: float) -> list[float]:  # type: ignore[no-untyped-def]
+    """Median Iceberg commit time of the micro-batches landed in each minute of the stage: it must not creep."""
+    import statistics
+
+    import dagster as dg
+
+    from analytics_platform.events import EVENT_TYPES
+
+    by_minute: dict[int, list[float]] = defaultdict(list)
+    for name in EVENT_TYPES:
+        for record in instance.fetch_materializations(dg.AssetKey(["raw", name]), limit=10_000).records:
+            metadata = record.asset_materialization.metadata if record.asset_materialization else {}
+            if record.timestamp >= started and "seconds" in metadata and "micro_batches" not in metadata:
+                commit = metadata["seconds"].value.get("commit")  # type: ignore[union-attr]
+                if commit is not None:
+                    by_minute[int((record.timestamp - started) // 60)].append(commit)
+    return [statistics.median(values) for _, values in sorted(by_minute.items())]
+
+
+def run(workdir: Path, *, rate: float, duration_s: float, echo) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    from analytics_platform import broker
+    from analytics_platform.demo import BIN, REPO_ROOT, WORKSPACE
+    from analytics_platform.generator import generate_events
+    from analytics_platform.ingest.lakehouse import ensure_tables, load_catalog
+    from analytics_platform.instance import get_instance, prepare_dagster_home
+    from analytics_platform.processes import spawn, stop_group
+    from analytics_platform.producer import publish
+    from analytics_platform.report import landed_counts
+    from analytics_platform.settings import get_settings
+    from analytics_platform.topics import create_topics
+
+    home = workdir / "freshness"
+    isolate(home, free_port())
+    settings = get_settings()
+    prepare_dagster_home(settings)  # exports DAGSTER_HOME: dagster dev must use this instance
+    env = dict(os.environ)
+    count = int(rate * duration_s)
+    events = generate_events(count, seed=7, days=1, start=datetime.now(UTC))
+    broker.start(settings)
+    dev = None
+    try:
+        create_topics(settings.bootstrap_servers, settings.topic_partitions)
+        ensure_tables(load_catalog(settings), settings)
+        dev = spawn(
+            [str(BIN / "dagster"), "dev", "-w", str(WORKSPACE), "-h", "127.0.0.1", "-p", str(free_port())],
+            home / "logs" / "dagster-dev.log",
+            env={**env, "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}"},
+            cwd=REPO_ROOT,
+        )
+        dev_started = time.time()
+        echo(f"dagster dev started (log: {home / 'logs' / 'dagster-dev.log'}); warming up ...")
+        warm_up = generate_events(300, seed=8, days=1, start=datetime.now(UTC))
+        warm_from = datetime.now(UTC).replace(second=0, microsecond=0)
+        publish(_stamped(warm_up), settings.bootstrap_servers)
+        _wait(
+            lambda: sum(_mart_counts(settings, warm_from).values()) >= len(warm_up),
+            STARTUP_TIMEOUT_S,
+            "the warm-up events to reach fct_events_per_minute",
+        )
+
+        echo(f"producing {count:,} events at {rate:,.0f}/s for {duration_s:.0f}s ...")
+        started = time.time()
+        producer = threading.Thread(
+            target=publish, args=(_stamped(events), settings.bootstrap_servers), kwargs={"rate": rate}
+        )
+        producer.start()
+        observations: list[tuple[float, dict[tuple[datetime, str], int]]] = []
+        expected = sum(landed_counts(load_catalog(settings), settings)[0].values()) + count
+
+        def drained() -> bool:
+            observations.append((time.time(), _mart_counts(settings, warm_from)))
+            if producer.is_alive():
+                return False
+            return sum(observations[-1][1].values()) >= len(warm_up) + count and (
+                sum(landed_counts(load_catalog(settings), settings)[0].values()) >= expected
+            )
+
+        _wait(drained, duration_s + DRAIN_TIMEOUT_S, "every produced event to reach fct_events_per_minute")
+        producer.join()
+        instance = get_instance(settings)
+        timings = _run_timings(instance, dev_started)
+        commits = _commit_seconds_by_minute(instance, started)
+    finally:
+        if dev is not None:
+            stop_group(dev)
+        broker.stop(settings)
+    # From the warm-up's first minute: its events share the first minute's cells with measured ones.
+    return _latencies(_landed(settings, warm_from), observations, started) | {
+        "runs": timings,
+        "commit_s_by_minute": commits,
+    }
+
+
+def _latencies(
+    landed: list[tuple[str, datetime, float]],
+    observations: list[tuple[float, dict[tuple[datetime, str], int]]],
+    started: float,
+) -> dict[str, Any]:
+    """Latencies of the events produced from ``started`` on (earlier ones only fill the mart's cells)."""
+    measured = [(name, event_at, committed) for name, event_at, committed in landed if event_at.timestamp() >= started]
+    raw = [committed - event_at.timestamp() for _, event_at, committed in measured]
+    cells: dict[tuple[datetime, str], list[float]] = defaultdict(list)
+    for name, event_at, _ in landed:
+        cells[(event_at.replace(second=0, microsecond=0), name)].append(event_at.timestamp())
+    mart: list[float] = []
+    for cell, stamps in cells.items():
+        stamps.sort()
+        seen = 0
+        for observed_at, counts in observations:
+            now_seen = min(counts.get(cell, 0), len(stamps))
+            mart.extend(observed_at - stamp for stamp in stamps[seen:now_seen] if stamp >= started)
+            seen = max(seen, now_seen)
+    per_minute = defaultdict(list)
+    for (_, event_at, _), latency in zip(measured, raw, strict=True):
+        per_minute[int((event_at.timestamp() - started) // 60)].append(latency)
+    minutes = [percentile(values, 95) for _, values in sorted(per_minute.items())]
+    return {
+        "events": len(measured),
+        "raw_p50_s": percentile(raw, 50),
+        "raw_p95_s": percentile(raw, 95),
+        "raw_max_s": max(raw),
+        "raw_p95_by_minute_s": minutes,
+        "mart_events": len(mart),
+        "mart_p50_s": percentile(mart, 50),
+        "mart_p95_s": percentile(mart, 95),
+        "mart_max_s": max(mart) if mart else float("nan"),
+    }

@@ -1,0 +1,87 @@
+"""Ingest stage: the platform's sensor-driven path against the minimal loop, on the same pre-produced log;
+then the peak memory of an ingest run against the backlog's size.
+
+One broker holds the log; every repetition lands it into a new, empty platform home, first with the
+ceiling loop, then through the platform, each in a process of its own. For memory, each run of the
+busiest topic executes in a process of its own, as the daemon launches it, and the figure is the
+largest peak RSS of those runs: it should depend on the micro-batch and run sizes, not on the backlog.
+"""
+
+from __future__ import annotations
+
+import gc
+import shutil
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from common import free_port, isolate, worker
+
+MEMORY_TOPIC = "events.user_visit"  # the busiest topic: its runs are the largest
+
+
+def relabelled(events: list[dict[str, Any]], copy: int) -> Iterator[dict[str, Any]]:
+    """The events again with new event_ids (the first UUID group names the copy), to grow a backlog."""
+    for event in events:
+        yield dict(event, event_id=f"{copy:08x}{event['event_id'][8:]}")
+
+
+def run(workdir: Path, *, events: int, memory_events: int, repeat: int, start: datetime, echo) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    from analytics_platform import broker
+    from analytics_platform.generator import generate_events
+    from analytics_platform.producer import publish
+    from analytics_platform.settings import get_settings
+    from analytics_platform.topics import create_topics
+
+    port = free_port()
+    isolate(workdir / "broker-home", port)
+    settings = get_settings()
+    echo(f"generating and producing {events:,} events to a fresh broker on port {port} ...")
+    stream = generate_events(events, seed=42, days=3, start=start)
+    broker.start(settings)
+    try:
+        create_topics(settings.bootstrap_servers, settings.topic_partitions)
+        publish(stream, settings.bootstrap_servers)
+        repetitions = []
+        for index in range(repeat):
+            home = workdir / f"ingest-{index}"
+            isolate(home, port)
+            ceiling = worker("ceiling", events)
+            landed = worker("platform", events)
+            landed["ceiling_events_per_s"] = ceiling["events_per_s"]
+            landed["ratio"] = landed["events_per_s"] / ceiling["events_per_s"]
+            repetitions.append(landed)
+            echo(
+                f"  rep {index + 1}: ceiling {ceiling['events_per_s']:,.0f}/s, "
+                f"platform {landed['events_per_s']:,.0f}/s "
+                f"({landed['ratio']:.2f}x) in {landed['runs']} runs / {landed['micro_batches']} micro-batches, "
+                f"peak RSS {landed['peak_rss_mb']:,.0f} MiB"
+            )
+            if index < repeat - 1:
+                shutil.rmtree(home)
+        keep = workdir / f"ingest-{repeat - 1}"  # raw tables of `events` events: the build stage's input
+        small = [_run_peaks(workdir / f"memory-small-{index}", port, events, echo) for index in range(repeat)]
+
+        echo(f"memory: growing the backlog to {memory_events:,} events ...")
+        for copy in range(1, memory_events // events):
+            publish(relabelled(stream, copy), settings.bootstrap_servers)
+        del stream
+        gc.collect()
+        large = [_run_peaks(workdir / f"memory-large-{index}", port, memory_events, echo) for index in range(repeat)]
+    finally:
+        broker.stop(settings)
+    return {"repetitions": repetitions, "memory_small": small, "memory_large": large, "home": keep}
+
+
+def _run_peaks(home: Path, port: int, backlog: int, echo) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """Land the busiest topic's share of the backlog one run (one process) at a time."""
+    isolate(home, port)
+    runs = []
+    while (run := worker("run-once", MEMORY_TOPIC))["rows"]:
+        runs.append(run)
+    shutil.rmtree(home)
+    rows = sum(run["rows"] for run in runs)
+    peak = max(run["peak_rss_mb"] for run in runs)
+    echo(f"  {backlog:,} backlog: {MEMORY_TOPIC} landed {rows:,} rows in {len(runs)} runs, peak RSS {peak:,.0f} MiB")
+    return {"peak_rss_mb": peak, "runs": len(runs), "rows": rows}
