@@ -76,7 +76,7 @@ class Settings(BaseSettings):
         "this long (0: stop at once), so a steady stream does not pay a run launch (~10 s) per micro-batch.",
     )
     ingest_poll_s: float = Field(
-        default=2.0,
+        default=3.0,
         gt=0,
         description="How often a following ingest run looks for new messages; each look that finds some commits "
         "one snapshot per topic.",

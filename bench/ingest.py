@@ -18,7 +18,8 @@ from typing import Any
 
 from common import free_port, isolate, worker
 
-MEMORY_TOPIC = "events.user_visit"  # the busiest topic: its runs are the largest
+MEMORY_EVENT_TYPE = "user_visit"  # the busiest topic: its runs are the largest
+MEMORY_TOPIC = f"events.{MEMORY_EVENT_TYPE}"
 
 
 def relabelled(events: list[dict[str, Any]], copy: int) -> Iterator[dict[str, Any]]:
@@ -63,25 +64,30 @@ def run(workdir: Path, *, events: int, memory_events: int, repeat: int, start: d
         keep = workdir / f"ingest-{repeat - 1}"  # raw tables of `events` events: the build stage's input
         small = [_run_peaks(workdir / f"memory-small-{index}", port, events, echo) for index in range(repeat)]
 
-        echo(f"memory: growing the backlog to {memory_events:,} events ...")
-        for copy in range(1, memory_events // events):
-            publish(relabelled(stream, copy), settings.bootstrap_servers)
+        busiest = [event for event in stream if event["event_type"] == MEMORY_EVENT_TYPE]
         del stream
         gc.collect()
-        large = [_run_peaks(workdir / f"memory-large-{index}", port, memory_events, echo) for index in range(repeat)]
+        grown = len(busiest) * (memory_events // events)
+        echo(f"memory: growing {MEMORY_TOPIC}'s backlog {memory_events // events}-fold, to {grown:,} events ...")
+        for copy in range(1, memory_events // events):
+            publish(relabelled(busiest, copy), settings.bootstrap_servers)
+        large = [
+            _run_peaks(workdir / f"memory-large-{index}", port, memory_events, echo, runs=1) for index in range(repeat)
+        ]
     finally:
         broker.stop(settings)
     return {"repetitions": repetitions, "memory_small": small, "memory_large": large, "home": keep}
 
 
-def _run_peaks(home: Path, port: int, backlog: int, echo) -> dict[str, float]:  # type: ignore[no-untyped-def]
-    """Land the busiest topic's share of the backlog one run (one process) at a time."""
+def _run_peaks(home: Path, port: int, backlog: int, echo, runs: int | None = None) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """Land the busiest topic's backlog one run (one process) at a time; with ``runs``, only that many
+    (each lands at most PLATFORM_RUN_MAX_EVENTS, so a larger backlog only means more such runs)."""
     isolate(home, port)
-    runs = []
-    while (run := worker("run-once", MEMORY_TOPIC))["rows"]:
-        runs.append(run)
+    landed = []
+    while (runs is None or len(landed) < runs) and (run := worker("run-once", MEMORY_TOPIC))["rows"]:
+        landed.append(run)
     shutil.rmtree(home)
-    rows = sum(run["rows"] for run in runs)
-    peak = max(run["peak_rss_mb"] for run in runs)
-    echo(f"  {backlog:,} backlog: {MEMORY_TOPIC} landed {rows:,} rows in {len(runs)} runs, peak RSS {peak:,.0f} MiB")
-    return {"peak_rss_mb": peak, "runs": len(runs), "rows": rows}
+    rows = sum(run["rows"] for run in landed)
+    peak = max(run["peak_rss_mb"] for run in landed)
+    echo(f"  {backlog:,} backlog: {MEMORY_TOPIC} landed {rows:,} rows in {len(landed)} runs, peak RSS {peak:,.0f} MiB")
+    return {"peak_rss_mb": peak, "runs": len(landed), "rows": rows}

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -29,6 +30,7 @@ from analytics_platform.events import event_type_for_topic
 from analytics_platform.exceptions import ConcurrentIngestError
 from analytics_platform.ingest.decode import decode_batch
 from analytics_platform.ingest.kafka_reader import (
+    RawMessages,
     check_stored_offsets,
     log_bounds,
     make_consumer,
@@ -196,13 +198,15 @@ def land_batch(
     catalog: Catalog | None = None,
     consumer: Consumer | None = None,
     dedup: DedupWindow | None = None,
+    read: Callable[[], RawMessages] | None = None,
     before_commit: Callable[[], None] | None = None,
     after_dead_letters: Callable[[], None] | None = None,
 ) -> BatchResult:
     """Read ``plan``'s range, decode it and commit rows + offsets in one Iceberg snapshot.
 
-    A run landing several batches passes its ``consumer`` and ``dedup`` window along (see
-    :func:`land_run`); by default the batch opens its own and reads the window from the table.
+    A run landing several batches passes its ``consumer`` and ``dedup`` window along, and ``read``,
+    which returns the range's messages read ahead (see :func:`land_run`); by default the batch opens
+    its own consumer and reads the window from the table.
     ``before_commit`` runs after the batch is read and decoded and before anything is written;
     ``after_dead_letters`` between the dead-letter and the raw commit (tests inject crashes and
     competing writers there).
@@ -227,7 +231,9 @@ def land_batch(
         )
 
     clock = time.perf_counter()
-    if consumer is None:
+    if read is not None:
+        messages = read()
+    elif consumer is None:
         with closing(make_consumer(settings.bootstrap_servers)) as own_consumer:
             messages = read_range(own_consumer, plan.topic, plan.ranges, stored)
     else:
@@ -290,17 +296,46 @@ def land_batch(
     )
 
 
-def _next_slice(plan: BatchPlan, stored: StoredOffsets, max_events: int) -> BatchPlan | None:
-    """The next micro-batch of a run's range: from where the table's offsets stand (a retried run goes
-    on after the batches it already committed) to at most ``max_events`` further."""
-    starts = {}
+def _slices(plan: BatchPlan, stored: StoredOffsets, max_events: int) -> list[BatchPlan]:
+    """A run's range cut into micro-batches of at most ``max_events``, from where the table's offsets
+    stand (a retried run goes on after the batches it already committed)."""
+    positions = {}
     for partition, (start, end) in plan.ranges.items():
         position = stored.next_offsets.get(partition, start)
-        # Outside the range, another writer moved the offsets: land_batch reports it.
-        starts[partition] = position if start <= position <= end else start
-    taken = _share({p: plan.ranges[p][1] - starts[p] for p in plan.ranges}, max_events)
-    ranges = {p: (starts[p], starts[p] + n) for p, n in taken.items() if n > 0}
-    return BatchPlan(plan.topic, ranges) if ranges else None
+        # At or past the end, the range has landed (a following run commits beyond its range); before
+        # the start, the offsets went back: land_batch reports that mismatch.
+        positions[partition] = min(position, end) if position >= start else start
+    slices = []
+    while taken := {
+        p: n for p, n in _share({p: plan.ranges[p][1] - positions[p] for p in plan.ranges}, max_events).items() if n
+    }:
+        slices.append(BatchPlan(plan.topic, {p: (positions[p], positions[p] + n) for p, n in taken.items()}))
+        positions = positions | {p: positions[p] + n for p, n in taken.items()}
+    return slices
+
+
+def _read_ahead(
+    consumer: Consumer, slices: list[BatchPlan], stored: StoredOffsets
+) -> Generator[Callable[[], RawMessages], None, None]:
+    """For each slice, a function returning its messages; while the caller decodes and commits one
+    slice, a thread reads the next (Kafka reads are mostly Python per message, decoding and Iceberg
+    writes mostly native code: on 2 cores they overlap). Two slices are in memory at most."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-read-ahead") as reader:
+        # Only the first slice continues a previous run's batch, so only it checks the fingerprint.
+        future = reader.submit(read_range, consumer, slices[0].topic, slices[0].ranges, stored)
+        after: list[BatchPlan | None] = [*slices[1:], None]
+        for upcoming in after:
+
+            def read(current: Future[RawMessages] = future, upcoming: BatchPlan | None = upcoming) -> RawMessages:
+                nonlocal future
+                messages = current.result()
+                if upcoming is not None:
+                    future = reader.submit(
+                        read_range, consumer, upcoming.topic, upcoming.ranges, StoredOffsets(upcoming.topic)
+                    )
+                return messages
+
+            yield read
 
 
 def land_run(
@@ -326,22 +361,27 @@ def land_run(
     results: list[BatchResult] = []
     dedup = None
 
-    def land(batch: BatchPlan) -> None:
+    def land(batch: BatchPlan, read: Callable[[], RawMessages] | None = None) -> None:
         nonlocal dedup
         dedup = dedup or DedupWindow.read(table, settings.dedup_window_events)
-        result = land_batch(settings, batch, catalog=catalog, consumer=consumer, dedup=dedup)
+        result = land_batch(settings, batch, catalog=catalog, consumer=consumer, dedup=dedup, read=read)
         results.append(result)
         if on_batch:
             on_batch(result)
 
     with closing(make_consumer(settings.bootstrap_servers)) as consumer:
-        while batch := _next_slice(plan, stored_offsets(table.refresh(), plan.topic), settings.batch_max_events):
-            land(batch)
+        stored = stored_offsets(table, plan.topic)
+        slices = _slices(plan, stored, settings.batch_max_events)
+        if slices:
+            # Closed before the consumer is: a read still in flight finishes first.
+            with closing(_read_ahead(consumer, slices, stored)) as reads:
+                for batch, read in zip(slices, reads, strict=True):
+                    land(batch, read)
         deadline = time.monotonic() + follow_s
         while time.monotonic() < deadline:
             time.sleep(min(settings.ingest_poll_s, max(deadline - time.monotonic(), 0)))
-            if batch := plan_next_batch(settings, plan.topic, catalog=catalog, consumer=consumer):
-                land(batch)
+            if arrived := plan_next_batch(settings, plan.topic, catalog=catalog, consumer=consumer):
+                land(arrived)
     return results
 
 

@@ -7,13 +7,14 @@ import pytest
 from analytics_platform import broker as embedded_broker
 from analytics_platform.events import EVENT_TYPES
 from analytics_platform.exceptions import ConcurrentIngestError, OffsetMismatchError
+from analytics_platform.generator import generate_events
 from analytics_platform.ingest.batch import ingest_until_caught_up, land_batch, land_run, plan_next_batch, plan_next_run
 from analytics_platform.ingest.kafka_reader import log_bounds
 from analytics_platform.ingest.lakehouse import load_catalog, raw_table
 from analytics_platform.ingest.offsets import reset_offsets, stored_offsets
 from analytics_platform.settings import Settings
 from analytics_platform.topics import create_topics
-from tests.helpers import counts_by_type, event_ids, produce
+from tests.helpers import counts_by_type, event_ids, produce, produce_events
 
 TOPIC = "events.user_visit"
 
@@ -74,6 +75,27 @@ def test_a_run_crashing_between_micro_batches_resumes_after_the_last_commit(back
     assert sum(batch.rows_landed for batch in retried) == len(expected) - 1_000
     assert sorted(event_ids(settings, "user_visit")) == expected
     assert land_run(settings, plan) == []  # a late retry of a landed run is a no-op
+
+
+def test_a_following_run_lands_what_arrives_after_its_range(backend: str, broker: Settings) -> None:
+    first = [e for e in generate_events(3_000, seed=5) if e["event_type"] == "user_visit"]
+    later = [e for e in generate_events(3_000, seed=6) if e["event_type"] == "user_visit"]
+    produce_events(broker, first)
+    settings = broker.model_copy(update={"ingest_poll_s": 0.2})
+    plan = plan_next_run(settings, TOPIC)
+    assert plan is not None and plan.size == len(first)
+
+    def produce_later_once(batch: object) -> None:
+        if not produced:  # while the run follows the topic, more messages arrive
+            produced.append(batch)
+            produce_events(settings, later)
+
+    produced: list[object] = []
+    batches = land_run(settings, plan, follow_s=3.0, on_batch=produce_later_once)
+    assert sum(batch.rows_landed for batch in batches) == len(first) + len(later)
+    assert len(batches) >= 2  # the planned range, then what arrived while following
+    assert sorted(event_ids(settings, "user_visit")) == sorted(e["event_id"] for e in first + later)
+    assert plan_next_run(settings, TOPIC) is None  # the stored offsets moved past what the run followed
 
 
 def test_stored_offsets_equal_the_next_offsets_to_read(backend: str, broker: Settings) -> None:
