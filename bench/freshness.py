@@ -26,11 +26,14 @@ STARTUP_TIMEOUT_S = 300.0
 DRAIN_TIMEOUT_S = 300.0
 
 
-def _stamped(events: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+def _stamped(events: list[dict[str, Any]], stamps: list[float] | None = None) -> Iterator[dict[str, Any]]:
     from analytics_platform.generator import format_timestamp
 
     for event in events:
-        yield dict(event, timestamp=format_timestamp(datetime.now(UTC)))
+        now = datetime.now(UTC)
+        if stamps is not None:
+            stamps.append(now.timestamp())
+        yield dict(event, timestamp=format_timestamp(now))
 
 
 def _wait(condition, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
@@ -179,8 +182,9 @@ def run(workdir: Path, *, rate: float, duration_s: float, settle_marts: bool = T
 
         echo(f"producing {count:,} events at {rate:,.0f}/s for {duration_s:.0f}s ...")
         started = time.time()
+        produced: list[float] = []
         producer = threading.Thread(
-            target=publish, args=(_stamped(events), settings.bootstrap_servers), kwargs={"rate": rate}
+            target=publish, args=(_stamped(events, produced), settings.bootstrap_servers), kwargs={"rate": rate}
         )
         producer.start()
         observations: list[tuple[float, dict[tuple[datetime, str], int]]] = []
@@ -192,8 +196,13 @@ def run(workdir: Path, *, rate: float, duration_s: float, settle_marts: bool = T
                 return False
             return not settle_marts or sum(observations[-1][1].values()) >= len(warm_up) + count
 
-        _wait(drained, duration_s + DRAIN_TIMEOUT_S, "every produced event to reach fct_events_per_minute")
+        # If ingestion or the marts fall behind for good, stop at the deadline and report what had not
+        # arrived (as latencies of at least the time waited) rather than nothing.
+        deadline = time.monotonic() + duration_s + DRAIN_TIMEOUT_S
+        while not drained() and time.monotonic() < deadline:
+            time.sleep(POLL_S)
         producer.join()
+        ended = time.time()
         instance = get_instance(settings)
         timings = _run_timings(instance, dev_started)
         commits = _commit_seconds_by_minute(instance, started)
@@ -202,7 +211,7 @@ def run(workdir: Path, *, rate: float, duration_s: float, settle_marts: bool = T
             stop_group(dev)
         broker.stop(settings)
     # From the warm-up's first minute: its events share the first minute's cells with measured ones.
-    return _latencies(_landed(settings, warm_from), observations, started) | {
+    return _latencies(_landed(settings, warm_from), observations, started, produced, ended) | {
         "runs": timings,
         "commit_s_by_minute": commits,
     }
@@ -212,10 +221,17 @@ def _latencies(
     landed: list[tuple[str, datetime, float]],
     observations: list[tuple[float, dict[tuple[datetime, str], int]]],
     started: float,
+    produced: list[float],
+    ended: float,
 ) -> dict[str, Any]:
-    """Latencies of the events produced from ``started`` on (earlier ones only fill the mart's cells)."""
+    """Latencies of the events produced from ``started`` on (earlier ones only fill the mart's cells).
+
+    Events still missing at ``ended`` count with ``ended - produced`` (a lower bound), taken as the
+    latest produced ones; the figures then say how many were censored so."""
     measured = [(name, event_at, committed) for name, event_at, committed in landed if event_at.timestamp() >= started]
     raw = [committed - event_at.timestamp() for _, event_at, committed in measured]
+    not_landed = max(len(produced) - len(measured), 0)
+    raw += [ended - stamp for stamp in produced[len(produced) - not_landed :]]
     cells: dict[tuple[datetime, str], list[float]] = defaultdict(list)
     for name, event_at, _ in landed:
         cells[(event_at.replace(second=0, microsecond=0), name)].append(event_at.timestamp())
@@ -227,12 +243,16 @@ def _latencies(
             now_seen = min(counts.get(cell, 0), len(stamps))
             mart.extend(observed_at - stamp for stamp in stamps[seen:now_seen] if stamp >= started)
             seen = max(seen, now_seen)
+    not_in_mart = max(len(produced) - len(mart), 0) if observations else 0
+    mart += [ended - stamp for stamp in produced[len(produced) - not_in_mart :]] if not_in_mart else []
     per_minute = defaultdict(list)
-    for (_, event_at, _), latency in zip(measured, raw, strict=True):
+    for (_, event_at, _), latency in zip(measured, raw[: len(measured)], strict=True):
         per_minute[int((event_at.timestamp() - started) // 60)].append(latency)
     minutes = [percentile(values, 95) for _, values in sorted(per_minute.items())]
     return {
-        "events": len(measured),
+        "events": len(produced),
+        "not_landed_by_end": not_landed,
+        "not_in_mart_by_end": not_in_mart,
         "raw_p50_s": percentile(raw, 50),
         "raw_p95_s": percentile(raw, 95),
         "raw_max_s": max(raw),

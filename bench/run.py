@@ -184,6 +184,8 @@ def report(
                 "freshness_rate": sizes["rate"],
                 "freshness_duration_s": sizes["duration_s"],
                 "freshness_events": fresh["events"],
+                "freshness_not_landed_by_end": fresh["not_landed_by_end"],
+                "freshness_not_in_mart_by_end": fresh["not_in_mart_by_end"],
                 "freshness_raw_p50_s": fresh["raw_p50_s"],
                 "freshness_raw_p95_s": fresh["raw_p95_s"],
                 "freshness_raw_max_s": fresh["raw_max_s"],
@@ -197,6 +199,11 @@ def report(
             }
         )
         per_event = f"over {fresh['events']:,} events"
+        if fresh["not_landed_by_end"] or fresh["not_in_mart_by_end"]:
+            per_event += (
+                f"; {fresh['not_landed_by_end']:,} not in raw and {fresh['not_in_mart_by_end']:,} not in the mart "
+                "by the end (counted as lower bounds)"
+            )
         rows += [
             ("produce -> raw p50 (s)", fresh["raw_p50_s"], per_event),
             ("produce -> raw p95 (s)", fresh["raw_p95_s"], "target <= 20"),
