@@ -23,7 +23,7 @@ from common import free_port, isolate, percentile
 
 POLL_S = 1.0
 STARTUP_TIMEOUT_S = 300.0
-DRAIN_TIMEOUT_S = 300.0
+DRAIN_TIMEOUT_S = 120.0
 
 
 def _stamped(events: list[dict[str, Any]], stamps: list[float] | None = None) -> Iterator[dict[str, Any]]:
@@ -136,8 +136,8 @@ def _commit_seconds_by_minute(instance, started: float) -> list[float]:  # type:
 
 
 def run(workdir: Path, *, rate: float, duration_s: float, settle_marts: bool = True, echo) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    """Without ``settle_marts`` (the quick smoke run), neither the warm-up nor the end waits for the marts
-    to catch up (the mart figures then cover what they showed in time, including the first builds)."""
+    """Without ``settle_marts`` (the quick smoke run), the end does not wait for the marts to catch up
+    (the mart figures then count what was missing as lower bounds)."""
     from analytics_platform import broker
     from analytics_platform.demo import BIN, REPO_ROOT, WORKSPACE
     from analytics_platform.generator import generate_events
@@ -171,14 +171,9 @@ def run(workdir: Path, *, rate: float, duration_s: float, settle_marts: bool = T
         warm_up = generate_events(300, seed=8, days=1, start=datetime.now(UTC))
         warm_from = datetime.now(UTC).replace(second=0, microsecond=0)
         publish(_stamped(warm_up), settings.bootstrap_servers)
-        if settle_marts:
-            _wait(
-                lambda: sum(_mart_counts(settings, warm_from).values()) >= len(warm_up),
-                STARTUP_TIMEOUT_S,
-                "the warm-up events to reach fct_events_per_minute",
-            )
-        else:
-            _wait(lambda: _total_landed(settings) >= len(warm_up), STARTUP_TIMEOUT_S, "the warm-up events to land")
+        # Until the sensors have launched their (following) ingest runs; the first marts builds then
+        # start within the measured window, as they would after a deploy.
+        _wait(lambda: _total_landed(settings) >= len(warm_up), STARTUP_TIMEOUT_S, "the warm-up events to land")
 
         echo(f"producing {count:,} events at {rate:,.0f}/s for {duration_s:.0f}s ...")
         started = time.time()
