@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, cpu_model, spread  # noqa: E402
 
 FULL = {"events": 1_000_000, "memory_events": 5_000_000, "rate": 2_000.0, "duration_s": 600.0, "repeat": 3}
-QUICK = {"events": 50_000, "memory_events": 100_000, "rate": 2_000.0, "duration_s": 20.0, "repeat": 1}
+QUICK = {"events": 50_000, "memory_events": 100_000, "rate": 2_000.0, "duration_s": 10.0, "repeat": 1}
 STAGES = ("ingest", "build", "freshness")
 
 
