@@ -34,8 +34,8 @@ def _copy(frame, copy: int, shift_days: int, offsets: int):  # type: ignore[no-u
     return copied
 
 
-def grow(settings, factor: int, *, first_copy: int = 1, only_day: date | None = None) -> int:  # type: ignore[no-untyped-def]
-    """Append copies ``first_copy .. factor - 1`` of each raw table's original rows; with ``only_day``,
+def grow(settings, factor: int, *, only_day: date | None = None) -> int:  # type: ignore[no-untyped-def]
+    """Append copies ``1 .. factor - 1`` of each raw table's original rows; with ``only_day``,
     one copy of the original first day's rows moved to that day. Returns the rows appended."""
     import polars as pl
 
@@ -57,7 +57,7 @@ def grow(settings, factor: int, *, first_copy: int = 1, only_day: date | None = 
             day = original.filter(pl.col("event_at").dt.date() == first)
             copies = [_copy(day, factor, (only_day - first).days, offsets)]
         else:
-            copies = [_copy(original, k, k * SPAN_DAYS, offsets) for k in range(first_copy, factor)]
+            copies = [_copy(original, k, k * SPAN_DAYS, offsets) for k in range(1, factor)]
         copied = pl.concat(copies)
         table.append(copied.select(target.names).to_arrow().cast(target))  # one commit per table
         appended += copied.height

@@ -29,6 +29,7 @@ def ceiling(events: int) -> dict[str, float]:
     """consume(num_messages) on assign()ed partitions to end of log, one bulk Arrow JSON parse per ~100k
     messages (the platform's vectorised decode without its validation gate) and one pyiceberg append of
     it to a day-partitioned table."""
+    import polars as pl
     from confluent_kafka import KafkaError, TopicPartition
 
     from analytics_platform.contracts.registry import load_registry
@@ -71,10 +72,10 @@ def ceiling(events: int) -> dict[str, float]:
                 rows = decode._to_rows(
                     decode._flatten(frame, contract, chunk, list(range(len(chunk)))), contract
                 ).with_columns(
-                    kafka_partition=decode.pl.Series(chunk.partitions, dtype=decode.pl.Int32),
-                    kafka_offset=decode.pl.Series(chunk.offsets, dtype=decode.pl.Int64),
-                    ingested_at=decode.pl.lit(datetime.now(UTC)).cast(decode.pl.Datetime("us", "UTC")),
-                    kafka_topic=decode.pl.lit(chunk.topic),
+                    kafka_partition=pl.Series(chunk.partitions, dtype=pl.Int32),
+                    kafka_offset=pl.Series(chunk.offsets, dtype=pl.Int64),
+                    ingested_at=pl.lit(datetime.now(UTC)).cast(pl.Datetime("us", "UTC")),
+                    kafka_topic=pl.lit(chunk.topic),
                 )
                 table.append(rows.select(target.names).to_arrow().cast(target))
                 landed += len(chunk)

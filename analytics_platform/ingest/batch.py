@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Generator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -316,26 +316,18 @@ def _slices(plan: BatchPlan, stored: StoredOffsets, max_events: int) -> list[Bat
 
 def _read_ahead(
     consumer: Consumer, slices: list[BatchPlan], stored: StoredOffsets
-) -> Generator[Callable[[], RawMessages], None, None]:
-    """For each slice, a function returning its messages; while the caller decodes and commits one
-    slice, a thread reads the next (Kafka reads are mostly Python per message, decoding and Iceberg
+) -> Generator[RawMessages, None, None]:
+    """Each slice's messages in turn; taking one starts reading the next in a thread, which runs while
+    the caller decodes and commits (Kafka reads are mostly Python per message, decoding and Iceberg
     writes mostly native code: on 2 cores they overlap). Two slices are in memory at most."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-read-ahead") as reader:
         # Only the first slice continues a previous run's batch, so only it checks the fingerprint.
         future = reader.submit(read_range, consumer, slices[0].topic, slices[0].ranges, stored)
-        after: list[BatchPlan | None] = [*slices[1:], None]
-        for upcoming in after:
-
-            def read(current: Future[RawMessages] = future, upcoming: BatchPlan | None = upcoming) -> RawMessages:
-                nonlocal future
-                messages = current.result()
-                if upcoming is not None:
-                    future = reader.submit(
-                        read_range, consumer, upcoming.topic, upcoming.ranges, StoredOffsets(upcoming.topic)
-                    )
-                return messages
-
-            yield read
+        for upcoming in slices[1:]:
+            messages = future.result()
+            future = reader.submit(read_range, consumer, upcoming.topic, upcoming.ranges, StoredOffsets(upcoming.topic))
+            yield messages
+        yield future.result()
 
 
 def land_run(
@@ -375,8 +367,8 @@ def land_run(
         if slices:
             # Closed before the consumer is: a read still in flight finishes first.
             with closing(_read_ahead(consumer, slices, stored)) as reads:
-                for batch, read in zip(slices, reads, strict=True):
-                    land(batch, read)
+                for batch in slices:
+                    land(batch, lambda: next(reads))
         deadline = time.monotonic() + follow_s
         while time.monotonic() < deadline:
             time.sleep(min(settings.ingest_poll_s, max(deadline - time.monotonic(), 0)))
