@@ -10,13 +10,14 @@
     {{ return(var('min_date', none) is not none and var('max_date', none) is not none) }}
 {%- endmacro %}
 
-{#- Rows whose date column falls in the run's range, optionally reaching `lookback_days` further
-    back for windows (rolling counts) that need earlier days as input. -#}
-{% macro in_partition_range(date_expression, lookback_days=0) -%}
+{#- Rows whose date or timestamp column falls in the run's range, optionally reaching `lookback_days`
+    further back for windows (rolling counts) that need earlier days as input. A half-open range on
+    the bare column (no cast) is what DuckDB pushes below the staging views' dedup window and into
+    the Iceberg scan: a one-day build then reads one day, not every raw row. -#}
+{% macro in_partition_range(column, lookback_days=0) -%}
     {%- if partition_dates_given() -%}
-        cast({{ date_expression }} as date)
-            between cast('{{ var("min_date") }}' as date) - {{ lookback_days }}
-            and cast('{{ var("max_date") }}' as date)
+        {{ column }} >= cast('{{ var("min_date") }}' as date) - {{ lookback_days }}
+        and {{ column }} < cast('{{ var("max_date") }}' as date) + 1
     {%- else -%}
         true
     {%- endif -%}

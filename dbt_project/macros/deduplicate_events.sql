@@ -1,9 +1,13 @@
 {#-
-    Kafka delivers at least once, so a producer retry can land the same event_id twice.
+    Kafka delivers at least once, so a producer retry or a replay can land the same event twice.
     Keep the first copy in log order: the earliest (partition, offset) wins, deterministically.
+    A copy carries its original timestamp, so the window partitions by (event_id, event_at): a filter
+    on event_at (a daily build's days) then goes below the window and into the Iceberg scan instead
+    of deduplicating every raw row first. Two different events that share an id but not a timestamp
+    both stay, and the staging models' `unique` test on event_id fails the build loudly.
 -#}
 {% macro deduplicate_events(relation) -%}
     select *
     from {{ relation }}
-    qualify row_number() over (partition by event_id order by kafka_partition, kafka_offset) = 1
+    qualify row_number() over (partition by event_id, event_at order by kafka_partition, kafka_offset) = 1
 {%- endmacro %}
