@@ -50,17 +50,20 @@ def _console_log_level(level: str) -> dict[str, object]:
 
 
 def build_marts(settings: Settings, log_path: Path | None = None) -> float:
-    """Run the ``build_marts`` job, then the daily facts for every day with data; returns seconds taken.
+    """Build every model, and the daily facts of every day with data, in one run (the job the marts
+    sensor launches, ``refresh_marts``); returns seconds taken.
 
     With ``log_path``, dbt's and Dagster's output go to that file instead of the terminal.
     """
-    from analytics_platform.defs.transform.sensors import touched_days
+    from analytics_platform.defs.transform.sensors import RANGE_END_TAG, RANGE_START_TAG, partition_range, touched_days
 
     started = time.monotonic()
-    _build_non_daily(settings, log_path)
     days = touched_days(settings, {})
-    if days is not None:
-        backfill_daily(settings, days[0], days[1], log_path)
+    keys = partition_range(days, datetime.now(UTC).date()) if days else None
+    if keys is None:  # no day with data is a daily partition: only the models without partitions
+        _run_build(settings, "build_marts", log_path, {})
+    else:
+        _run_build(settings, "refresh_marts", log_path, {RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[1]})
     return time.monotonic() - started
 
 
@@ -103,12 +106,12 @@ def _output_to(log_path: Path | None) -> Iterator[dict[str, object]]:
         yield _console_log_level("WARNING")
 
 
-def _build_non_daily(settings: Settings, log_path: Path | None) -> None:
+def _run_build(settings: Settings, job_name: str, log_path: Path | None, tags: dict[str, str]) -> None:
     from analytics_platform.definitions import defs
 
     with _output_to(log_path) as run_config:
-        result = defs.resolve_job_def("build_marts").execute_in_process(
-            run_config=run_config, instance=get_instance(settings), raise_on_error=False
+        result = defs.resolve_job_def(job_name).execute_in_process(
+            run_config=run_config, instance=get_instance(settings), tags=tags, raise_on_error=False
         )
     if not result.success:
         failed = [

@@ -99,19 +99,19 @@ def test_make_dev_serves_the_lineage_runs_sensors_and_stops_cleanly(isolated_pla
         assert {name: status for name, status in sensors.items() if name.startswith("ingest_")} == {
             f"ingest_{t}_sensor": "RUNNING" for t in EVENT_TYPES
         }
-        assert sensors["marts_after_ingest_sensor"] == sensors["daily_marts_after_build_sensor"] == "RUNNING"
+        assert sensors["marts_after_ingest_sensor"] == "RUNNING"
 
         def materialized(key: list[str]) -> bool:
             data = graphql(port, MATERIALIZATIONS % json.dumps(key)) or {}
             return bool((data.get("assetOrError") or {}).get("assetMaterializations"))
 
-        # The daemon's sensor lands the live stream, the marts sensor has the marts rebuilt, and after that
-        # build the run-status sensor rebuilds the days it touched (a daily partitioned mart).
+        # The daemon's sensor lands the live stream, and the marts sensor's run rebuilds the marts and
+        # then the days the new rows touched (a daily partitioned mart).
         wait_for(lambda: materialized(["raw", "user_visit"]), 240, "a sensor-launched run to land raw/user_visit")
         wait_for(
             lambda: materialized(["marts", "fct_daily_active_users"]),
             420,
-            "the marts sensors to rebuild today's partition of marts/fct_daily_active_users",
+            "the marts sensor to rebuild today's partition of marts/fct_daily_active_users",
         )
     finally:
         os.killpg(dev.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends
