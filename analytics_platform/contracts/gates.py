@@ -29,6 +29,48 @@ _POLARS_TYPES: dict[FieldKind, type[pl.DataType]] = {
 ENVELOPE_STRINGS = ("event_id", "event_type", "timestamp", "source", "user_id", "session_id", "correlation_id")
 
 
+ALREADY_LANDED = "__already_landed"
+
+
+@dataclass(frozen=True)
+class RecentEventIds:
+    """The event_ids of the dedup window and their 64-bit hashes, computed once as rows land.
+
+    A batch is looked up by hash (a string ``is_in`` of 100k ids against a 1M-id window took 0.3-0.5 s,
+    half of a batch's decode; the hash lookup ~30 ms), and only the rare hash matches are confirmed
+    against the ids themselves, so a collision never rejects an event.
+    """
+
+    ids: pl.Series
+    hashes: pl.Series
+
+    @classmethod
+    def of(cls, ids: pl.Series) -> RecentEventIds:
+        return cls(ids, ids.hash())
+
+    @classmethod
+    def empty(cls) -> RecentEventIds:
+        return cls.of(pl.Series("event_id", [], dtype=pl.String))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def contains(self, ids: pl.Series) -> pl.Series:
+        """Per id of ``ids``: whether it is in the window."""
+        hashes = ids.hash()
+        maybe = hashes.is_in(self.hashes.implode())
+        if not maybe.any():
+            return maybe
+        suspects = self.ids.filter(self.hashes.is_in(hashes.filter(maybe).implode()))
+        return maybe & ids.is_in(suspects.implode())
+
+    def extended(self, ids: pl.Series, size: int) -> RecentEventIds:
+        """This window with ``ids`` appended, keeping the newest ``size``."""
+        return RecentEventIds(
+            pl.concat([self.ids, ids.cast(pl.String)]).tail(size), pl.concat([self.hashes, ids.hash()]).tail(size)
+        )
+
+
 @dataclass(frozen=True)
 class GateContext:
     """What the rules compare against, fixed per batch."""
@@ -37,7 +79,7 @@ class GateContext:
     now: datetime
     earliest: datetime
     max_future: timedelta
-    recent_event_ids: pl.Series = field(default_factory=lambda: pl.Series("event_id", [], dtype=pl.String))
+    recent_event_ids: RecentEventIds = field(default_factory=RecentEventIds.empty)
 
 
 @dataclass(frozen=True)
@@ -74,7 +116,7 @@ def batch_schema(contract: Contract, context: GateContext) -> pa.DataFrameSchema
         nullable=False,
         checks=[
             _expr_check("unique_in_batch", lambda c: pl.col(c).is_first_distinct()),
-            _expr_check("not_already_landed", lambda c: ~pl.col(c).is_in(context.recent_event_ids.implode())),
+            _expr_check("not_already_landed", lambda _: ~pl.col(ALREADY_LANDED)),  # see gate()
         ],
     )
     columns["event_type"] = pa.Column(
@@ -146,6 +188,7 @@ def _reason(contract: Contract, context: GateContext, column: str, check: str, v
 
 def gate(frame: pl.DataFrame, contract: Contract, context: GateContext) -> Failures:
     """Validate ``frame`` (flattened, see :func:`batch_schema`) and say which rows fail which checks."""
+    frame = frame.with_columns(context.recent_event_ids.contains(frame["event_id"]).alias(ALREADY_LANDED))
     try:
         batch_schema(contract, context).validate(frame, lazy=True)
     except pa.errors.SchemaErrors as errors:

@@ -25,7 +25,7 @@ from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import ancestors_of
 
-from analytics_platform.contracts.gates import GateContext
+from analytics_platform.contracts.gates import GateContext, RecentEventIds
 from analytics_platform.events import event_type_for_topic
 from analytics_platform.exceptions import ConcurrentIngestError
 from analytics_platform.ingest.decode import decode_batch
@@ -117,16 +117,15 @@ class DedupWindow:
     micro-batches so that only the run's first batch reads them from the table."""
 
     size: int
-    event_ids: pl.Series
+    event_ids: RecentEventIds
 
     @classmethod
     def read(cls, table: Table, size: int) -> DedupWindow:
-        return cls(size, recent_event_ids(table, size))
+        return cls(size, RecentEventIds.of(recent_event_ids(table, size)))
 
     def extend(self, landed: pa.ChunkedArray | pa.Array) -> None:
         if self.size:
-            added = pl.Series("event_id", landed, dtype=pl.String)
-            self.event_ids = pl.concat([self.event_ids, added]).tail(self.size)
+            self.event_ids = self.event_ids.extended(pl.Series("event_id", landed, dtype=pl.String), self.size)
 
 
 def gate_context(settings: Settings, topic: str, now: datetime, dedup: DedupWindow) -> GateContext:
