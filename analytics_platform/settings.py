@@ -81,6 +81,12 @@ class Settings(BaseSettings):
         description="How often a following ingest run looks for new messages; each look that finds some commits "
         "one snapshot per topic.",
     )
+    raw_snapshots_kept: int = Field(
+        default=50,
+        ge=1,
+        description="Snapshots a raw table keeps: past twice as many, ingestion expires all but this many "
+        "(metadata only), so commit time does not grow with every commit.",
+    )
     raw_namespace: str = Field(default="raw", description="Iceberg namespace of the raw event tables.")
     schema_dir: Path | None = Field(
         default=None,

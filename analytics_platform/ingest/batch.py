@@ -21,9 +21,10 @@ import polars as pl
 import pyarrow as pa
 from confluent_kafka import Consumer
 from pyiceberg.catalog import Catalog
+from pyiceberg.conversions import from_bytes
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
-from pyiceberg.table.snapshots import ancestors_of
+from pyiceberg.types import TimestamptzType
 
 from analytics_platform.contracts.gates import GateContext, RecentEventIds
 from analytics_platform.events import event_type_for_topic
@@ -44,6 +45,7 @@ from analytics_platform.settings import Settings
 BATCH_ID_KEY = "kafka.batch-id"
 INGESTED_AT_KEY = "ingest.ingested-at"
 UNKNOWN_FIELDS_KEY = "contract.unknown-fields"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -87,28 +89,65 @@ class BatchResult:
     """Where the time went: ``consume``, ``decode`` (with the gate) and ``commit`` (shown as run metadata)."""
 
 
+def _window_cutoff(table: Table, window: int) -> datetime | None:
+    """The oldest ``ingested_at`` among the newest data files holding at least ``window`` rows
+    (None: read every row, as when a file has no column metrics)."""
+    column = table.schema().find_field("ingested_at")
+    files: list[tuple[int, int, int]] = []
+    for task in table.scan(selected_fields=("ingested_at",)).plan_files():
+        lower, upper = task.file.lower_bounds.get(column.field_id), task.file.upper_bounds.get(column.field_id)
+        if lower is None or upper is None:
+            return None
+        files.append(
+            (
+                int(from_bytes(TimestamptzType(), upper)),
+                int(from_bytes(TimestamptzType(), lower)),
+                task.file.record_count,
+            )
+        )
+    cutoff, landed = None, 0
+    for _, lower_us, rows in sorted(files, reverse=True):  # newest first
+        cutoff = lower_us if cutoff is None else min(cutoff, lower_us)
+        landed += rows
+        if landed >= window:
+            break
+    return None if cutoff is None else EPOCH + timedelta(microseconds=cutoff)
+
+
 def recent_event_ids(table: Table, window: int) -> pl.Series:
     """The event_ids of (at least) the ``window`` most recently landed rows: the cross-batch dedup set.
 
     Bounded on purpose: checking against the whole table would make every batch cost as much as the
-    table is big. The window is found from snapshot summaries and read with a filter on
-    ``ingested_at``, which Iceberg's column metrics turn into skipping every older data file.
+    table is big. The window is found from the data files' ``ingested_at`` bounds and row counts (not
+    from snapshot history, which is expired) and read with a filter on ``ingested_at``, which Iceberg's
+    column metrics turn into skipping every older data file.
     """
     empty = pl.Series("event_id", [], dtype=pl.String)
-    current = table.current_snapshot()
-    if window == 0 or current is None:
+    if window == 0 or table.current_snapshot() is None:
         return empty
-    cutoff, landed = None, 0
-    for snapshot in ancestors_of(current, table.metadata):
-        properties = snapshot.summary.additional_properties if snapshot.summary else {}
-        cutoff = properties.get(INGESTED_AT_KEY, cutoff)
-        landed += int(properties.get("added-records", 0))
-        if landed >= window:
-            break
-    if cutoff is None:
-        return empty
-    scan = table.scan(row_filter=f"ingested_at >= '{cutoff}'", selected_fields=("event_id",))
+    cutoff = _window_cutoff(table, window)
+    row_filter = f"ingested_at >= '{cutoff.isoformat()}'" if cutoff is not None else "true"
+    scan = table.scan(row_filter=row_filter, selected_fields=("event_id",))
     return pl.Series("event_id", scan.to_arrow().column("event_id"), dtype=pl.String)
+
+
+def expire_old_snapshots(table: Table, keep: int) -> int:
+    """Expire all but the newest ``keep`` snapshots once there are twice as many; returns how many went.
+
+    Every commit rewrites the table metadata, which lists each retained snapshot: over 10 minutes of
+    following a 2,000 events/s stream the commit time crept from 0.06 s to 0.76 s. Only metadata is
+    dropped (no file is deleted, so a build reading an older metadata file is unaffected); offsets live
+    in the newest snapshot, and the dedup window is found from data files, not history.
+    """
+    snapshots = sorted(table.snapshots(), key=lambda snapshot: snapshot.timestamp_ms)
+    if len(snapshots) <= 2 * keep:
+        return 0
+    oldest_kept = datetime.fromtimestamp(snapshots[-keep].timestamp_ms / 1000, UTC)
+    try:
+        table.maintenance.expire_snapshots().older_than(oldest_kept).commit()
+    except CommitFailedException:
+        return 0  # another writer committed meanwhile: the next batch tries again
+    return len(snapshots) - len(table.snapshots())
 
 
 @dataclass
@@ -282,6 +321,7 @@ def land_batch(
             f"{table.name()} moved while this batch was in flight ({error}); nothing was written. Re-plan the batch."
         ) from error
     seconds["commit"] = time.perf_counter() - clock
+    expire_old_snapshots(table, settings.raw_snapshots_kept)
     dedup.extend(decoded.rows.column("event_id"))
     snapshot = table.current_snapshot()
     return BatchResult(

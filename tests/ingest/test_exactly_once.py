@@ -188,3 +188,21 @@ def test_replaced_log_that_grew_past_the_stored_offsets_is_detected(backend: str
     with pytest.raises(OffsetMismatchError, match="different message"):
         land_batch(broker, plan)
     assert len(event_ids(broker, "user_visit")) == landed_before
+
+
+def test_expired_snapshot_history_keeps_offsets_and_the_dedup_window(backend: str, broker: Settings) -> None:
+    events = [e for e in generate_events(3_000, seed=8) if e["event_type"] == "user_visit"]
+    produce_events(broker, events)
+    settings = broker.model_copy(update={"batch_max_events": 100, "raw_snapshots_kept": 5})
+    results = ingest_until_caught_up(settings, TOPIC)
+    assert len(results) > 10  # enough commits to expire history more than once
+    table = raw_table(load_catalog(settings), settings, EVENT_TYPES["user_visit"])
+    assert 5 <= len(table.snapshots()) <= 10
+    assert stored_offsets(table, TOPIC).next_offsets == log_ends(settings, TOPIC)
+    assert sorted(event_ids(settings, "user_visit")) == sorted(e["event_id"] for e in events)
+
+    # The first event again, whose snapshot is long expired: the window still holds its id.
+    produce_events(settings, events[:1])
+    (again,) = ingest_until_caught_up(settings, TOPIC)
+    assert (again.rows_landed, again.dead_lettered) == (0, 1)
+    assert len(event_ids(settings, "user_visit")) == len(events)
