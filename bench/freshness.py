@@ -24,6 +24,7 @@ from common import free_port, isolate, percentile
 POLL_S = 1.0
 STARTUP_TIMEOUT_S = 300.0
 DRAIN_TIMEOUT_S = 120.0
+COMMIT_CAPTURE_EVERY = 10  # polls: well within the snapshot history ingestion keeps
 
 
 def _stamped(events: list[dict[str, Any]], stamps: list[float] | None = None) -> Iterator[dict[str, Any]]:
@@ -65,52 +66,75 @@ def _total_landed(settings) -> int:  # type: ignore[no-untyped-def]
     return sum(landed_counts(load_catalog(settings), settings)[0].values())
 
 
-def _landed(settings, since: datetime) -> list[tuple[str, datetime, float]]:  # type: ignore[no-untyped-def]
-    """(event type, event time, commit time of its snapshot) of every raw row stamped at or after ``since``."""
+def _capture_commits(settings, commits: dict[tuple[str, str], float]) -> None:  # type: ignore[no-untyped-def]
+    """Add each raw snapshot's commit time, keyed by (table, the ``ingested_at`` it stamped on its rows).
+
+    Ingestion expires old snapshots (PLATFORM_RAW_SNAPSHOTS_KEPT), so the stage records them as it goes."""
     from analytics_platform.events import EVENT_TYPES
     from analytics_platform.ingest.batch import INGESTED_AT_KEY
     from analytics_platform.ingest.lakehouse import load_catalog, raw_table
 
     catalog = load_catalog(settings)
+    for name, event_type in EVENT_TYPES.items():
+        for snapshot in raw_table(catalog, settings, event_type).snapshots():
+            properties = snapshot.summary.additional_properties if snapshot.summary else {}
+            if INGESTED_AT_KEY in properties:
+                commits[(name, properties[INGESTED_AT_KEY])] = snapshot.timestamp_ms / 1000
+
+
+def _landed(settings, since: datetime, commits: dict[tuple[str, str], float]) -> list[tuple[str, datetime, float]]:  # type: ignore[no-untyped-def]
+    """(event type, event time, commit time of its snapshot) of every raw row stamped at or after ``since``."""
+    from analytics_platform.events import EVENT_TYPES
+    from analytics_platform.ingest.lakehouse import load_catalog, raw_table
+
+    _capture_commits(settings, commits)
+    catalog = load_catalog(settings)
     rows = []
     for name, event_type in EVENT_TYPES.items():
         table = raw_table(catalog, settings, event_type)
-        committed = {
-            snapshot.summary.additional_properties[INGESTED_AT_KEY]: snapshot.timestamp_ms / 1000
-            for snapshot in table.snapshots()
-            if snapshot.summary and INGESTED_AT_KEY in snapshot.summary.additional_properties
-        }
         scan = table.scan(row_filter=f"event_at >= '{since.isoformat()}'", selected_fields=("event_at", "ingested_at"))
         data = scan.to_arrow()
         for event_at, ingested_at in zip(
             data.column("event_at").to_pylist(), data.column("ingested_at").to_pylist(), strict=True
         ):
-            rows.append((name, event_at, committed[ingested_at.isoformat()]))
+            # A snapshot expired between two captures (none should): its rows' own stamp, a lower bound.
+            committed = commits.get((name, ingested_at.isoformat()), ingested_at.timestamp())
+            rows.append((name, event_at, committed))
     return rows
 
 
-def _run_timings(instance, since: float) -> dict[str, dict[str, float]]:  # type: ignore[no-untyped-def]
-    """Per job of the stage: median seconds from a run's creation (sensor request) to its step starting
-    (process launch + code load), and from step start to the run's end (the work itself)."""
+def _run_timings(instance, since: float) -> dict[str, dict[str, Any]]:  # type: ignore[no-untyped-def]
+    """Per job of the stage: median seconds from a run's creation (sensor request) to its first step
+    starting (process launch + code load), from there to the run's end (the work itself), and per step."""
     import statistics
 
     import dagster as dg
 
     launches: dict[str, list[float]] = defaultdict(list)
     work: dict[str, list[float]] = defaultdict(list)
+    steps: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for record in instance.get_run_records(dg.RunsFilter(created_after=datetime.fromtimestamp(since, UTC))):
         job = "ingest_*" if record.dagster_run.job_name.startswith("ingest_") else record.dagster_run.job_name
-        steps = instance.get_records_for_run(record.dagster_run.run_id, of_type=dg.DagsterEventType.STEP_START)
-        if not steps.records or record.end_time is None:
+        run_id = record.dagster_run.run_id
+        starts = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_START).records
+        if not starts or record.end_time is None:
             continue
-        step_start = steps.records[0].event_log_entry.timestamp
+        step_start = starts[0].event_log_entry.timestamp
         launches[job].append(step_start - record.create_timestamp.timestamp())
         work[job].append(record.end_time - step_start)
+        started_at = {entry.event_log_entry.step_key: entry.event_log_entry.timestamp for entry in starts}
+        for entry in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_SUCCESS).records:
+            key = entry.event_log_entry.step_key
+            if key in started_at:
+                steps[job][key].append(entry.event_log_entry.timestamp - started_at[key])
     return {
         job: {
             "runs": len(launches[job]),
             "launch_s": statistics.median(launches[job]),
             "work_s": statistics.median(work[job]),
+            "steps_s": {key: statistics.median(values) for key, values in steps[job].items()}
+            if job != "ingest_*"
+            else {},
         }
         for job in sorted(launches)
     }
@@ -185,8 +209,13 @@ def run(workdir: Path, *, rate: float, duration_s: float, settle_marts: bool = T
         observations: list[tuple[float, dict[tuple[datetime, str], int]]] = []
         expected = _total_landed(settings) + count
 
+        commit_times: dict[tuple[str, str], float] = {}
+        _capture_commits(settings, commit_times)
+
         def drained() -> bool:
             observations.append((time.time(), _mart_counts(settings, warm_from)))
+            if len(observations) % COMMIT_CAPTURE_EVERY == 0:
+                _capture_commits(settings, commit_times)
             if producer.is_alive() or _total_landed(settings) < expected:
                 return False
             return not settle_marts or sum(observations[-1][1].values()) >= len(warm_up) + count
@@ -206,7 +235,7 @@ def run(workdir: Path, *, rate: float, duration_s: float, settle_marts: bool = T
             stop_group(dev)
         broker.stop(settings)
     # From the warm-up's first minute: its events share the first minute's cells with measured ones.
-    return _latencies(_landed(settings, warm_from), observations, started, produced, ended, settle_marts) | {
+    return _latencies(_landed(settings, warm_from, commit_times), observations, started, produced, ended, settle_marts) | {
         "runs": timings,
         "commit_s_by_minute": commits,
     }

@@ -216,6 +216,8 @@ def report(
                 (f"{job} run: request -> step start (s)", timing["launch_s"], f"median of {timing['runs']} runs")
             )
             rows.append((f"{job} run: step start -> end (s)", timing["work_s"], ""))
+            for step, seconds in timing.get("steps_s", {}).items():
+                rows.append((f"  step {step} (s)", seconds, ""))
         by_minute = ", ".join(f"{value:.1f}" for value in fresh["raw_p95_by_minute_s"])
         commits = ", ".join(f"{value:.2f}" for value in fresh["commit_s_by_minute"])
         figures["freshness_commit_s_by_minute"] = fresh["commit_s_by_minute"]
