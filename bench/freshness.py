@@ -235,7 +235,9 @@ def run(workdir: Path, *, rate: float, duration_s: float, settle_marts: bool = T
             stop_group(dev)
         broker.stop(settings)
     # From the warm-up's first minute: its events share the first minute's cells with measured ones.
-    return _latencies(_landed(settings, warm_from, commit_times), observations, started, produced, ended, settle_marts) | {
+    return _latencies(
+        _landed(settings, warm_from, commit_times), observations, started, produced, ended, settle_marts
+    ) | {
         "runs": timings,
         "commit_s_by_minute": commits,
     }
