@@ -11,10 +11,10 @@ from analytics_platform.defs.resources import PlatformResource
 from analytics_platform.defs.transform.assets import daily_marts, dbt_models
 from analytics_platform.defs.transform.project import dbt_resource
 from analytics_platform.defs.transform.schedules import build_daily_schedule
-from analytics_platform.defs.transform.sensors import build_marts_sensor
+from analytics_platform.defs.transform.sensors import BUILD_JOB, REFRESH_JOB, build_marts_sensor
 
 transform_job = dg.define_asset_job(
-    "build_marts",
+    BUILD_JOB,
     # The raw tables' blocking quality checks run first; if one fails, dbt does not start.
     selection=dg.AssetSelection.assets(dbt_models) | dg.AssetSelection.checks(raw_quality_checks),
     executor_def=dg.in_process_executor,
@@ -30,7 +30,7 @@ daily_job = dg.define_asset_job(
 )
 
 refresh_job = dg.define_asset_job(
-    "refresh_marts",
+    REFRESH_JOB,
     selection=dg.AssetSelection.assets(dbt_models, daily_marts) | dg.AssetSelection.checks(raw_quality_checks),
     executor_def=dg.in_process_executor,
     description="What build_marts does, then the daily facts of the run's days, in one run: the marts "

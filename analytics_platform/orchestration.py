@@ -55,15 +55,11 @@ def build_marts(settings: Settings, log_path: Path | None = None) -> float:
 
     With ``log_path``, dbt's and Dagster's output go to that file instead of the terminal.
     """
-    from analytics_platform.defs.transform.sensors import RANGE_END_TAG, RANGE_START_TAG, partition_range, touched_days
+    from analytics_platform.defs.transform.sensors import marts_run, touched_days
 
     started = time.monotonic()
-    days = touched_days(settings, {})
-    keys = partition_range(days, datetime.now(UTC).date()) if days else None
-    if keys is None:  # no day with data is a daily partition: only the models without partitions
-        _run_build(settings, "build_marts", log_path, {})
-    else:
-        _run_build(settings, "refresh_marts", log_path, {RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[1]})
+    job_name, tags = marts_run(touched_days(settings, {}), datetime.now(UTC).date())
+    _run_build(settings, job_name, log_path, tags)
     return time.monotonic() - started
 
 

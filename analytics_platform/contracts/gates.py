@@ -52,9 +52,6 @@ class RecentEventIds:
     def empty(cls) -> RecentEventIds:
         return cls.of(pl.Series("event_id", [], dtype=pl.String))
 
-    def __len__(self) -> int:
-        return len(self.ids)
-
     def contains(self, ids: pl.Series) -> pl.Series:
         """Per id of ``ids``: whether it is in the window."""
         hashes = ids.hash()
@@ -66,9 +63,7 @@ class RecentEventIds:
 
     def extended(self, ids: pl.Series, size: int) -> RecentEventIds:
         """This window with ``ids`` appended, keeping the newest ``size``."""
-        return RecentEventIds(
-            pl.concat([self.ids, ids.cast(pl.String)]).tail(size), pl.concat([self.hashes, ids.hash()]).tail(size)
-        )
+        return RecentEventIds(pl.concat([self.ids, ids]).tail(size), pl.concat([self.hashes, ids.hash()]).tail(size))
 
 
 @dataclass(frozen=True)

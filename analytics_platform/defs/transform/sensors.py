@@ -26,6 +26,8 @@ from analytics_platform.ingest.lakehouse import load_catalog, raw_table
 from analytics_platform.settings import Settings
 
 BUILD_INTERVAL_S = 5
+BUILD_JOB = "build_marts"
+REFRESH_JOB = "refresh_marts"
 DAYS_TAG = "analytics_platform/event_days"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
@@ -61,6 +63,18 @@ def partition_range(days: tuple[date, date], today: date) -> tuple[str, str] | N
     return (first.isoformat(), last.isoformat()) if first <= last else None
 
 
+def marts_run(days: tuple[date, date] | None, today: date) -> tuple[str, dict[str, str]]:
+    """The job (and its tags) that rebuilds the marts after rows touching ``days`` landed: ``refresh_marts``
+    over those days that are daily partitions, or ``build_marts`` (the models without partitions) if none."""
+    if days is None:
+        return BUILD_JOB, {}
+    tags = {DAYS_TAG: json.dumps([d.isoformat() for d in days])}
+    keys = partition_range(days, today)
+    if keys is None:
+        return BUILD_JOB, tags
+    return REFRESH_JOB, tags | {RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[1]}
+
+
 def build_marts_sensor(
     refresh_job: "UnresolvedAssetJobDefinition", build_job: "UnresolvedAssetJobDefinition"
 ) -> dg.SensorDefinition:
@@ -85,13 +99,7 @@ def build_marts_sensor(
             return dg.SensorResult(skip_reason="no raw data has landed yet", cursor=key)
         previous = dict(part.split(":") for part in (context.cursor or "").split(",") if ":" in part)
         days = touched_days(settings, {name: int(snapshot_id) for name, snapshot_id in previous.items()})
-        keys = partition_range(days, datetime.now(UTC).date()) if days else None
-        tags = {DAYS_TAG: json.dumps([d.isoformat() for d in days])} if days else {}
-        if keys is None:  # no daily partition to rebuild: the models without partitions only
-            request = dg.RunRequest(run_key=key, job_name=build_job.name, tags=tags)
-        else:
-            tags |= {RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[1]}
-            request = dg.RunRequest(run_key=key, job_name=refresh_job.name, tags=tags)
-        return dg.SensorResult(run_requests=[request], cursor=key)
+        job_name, tags = marts_run(days, datetime.now(UTC).date())
+        return dg.SensorResult(run_requests=[dg.RunRequest(run_key=key, job_name=job_name, tags=tags)], cursor=key)
 
     return marts_after_ingest
