@@ -9,6 +9,7 @@ from analytics_platform.defs.ingestion.sensors import ingest_jobs, ingest_sensor
 from analytics_platform.defs.quality.checks import raw_quality_checks
 from analytics_platform.defs.resources import PlatformResource
 from analytics_platform.defs.transform.assets import daily_marts, dbt_models
+from analytics_platform.defs.transform.live import follow_live_facts_job, live_facts_sensor
 from analytics_platform.defs.transform.project import dbt_resource
 from analytics_platform.defs.transform.schedules import build_daily_schedule
 from analytics_platform.defs.transform.sensors import BUILD_JOB, REFRESH_JOB, build_marts_sensor
@@ -43,8 +44,8 @@ daily_schedule = build_daily_schedule(daily_job)
 defs = dg.Definitions(
     assets=[*topic_specs, dead_letter_spec, *raw_assets, dbt_models, daily_marts],
     asset_checks=[raw_quality_checks],
-    jobs=[*ingest_jobs.values(), transform_job, daily_job, refresh_job],
-    sensors=[*ingest_sensors, marts_sensor],
+    jobs=[*ingest_jobs.values(), transform_job, daily_job, refresh_job, follow_live_facts_job],
+    sensors=[*ingest_sensors, marts_sensor, live_facts_sensor],
     schedules=[daily_schedule],
     resources={"platform": PlatformResource(), "dbt": dbt_resource()},
     # Runs launched from the UI's Materialize button are one step too: a subprocess per step only adds seconds.

@@ -81,6 +81,24 @@ class Settings(BaseSettings):
         description="How often a following ingest run looks for new messages; each look that finds some commits "
         "one snapshot per topic.",
     )
+    marts_refresh_interval_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="Least time between the starts of two sensor-launched full marts builds (refresh_marts): a "
+        "full build takes minutes of CPU, and the live follower keeps the per-minute facts fresh meanwhile.",
+    )
+    marts_follow_s: float = Field(
+        default=600.0,
+        ge=0,
+        description="How long a sensor-launched live follower run keeps the live facts (the per-minute marts) "
+        "current before the sensor launches the next one: a run launch costs ~10 s.",
+    )
+    marts_live_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often the live follower brings the live facts up to the latest raw snapshots (when "
+        "they moved); each time costs a dbt run of the live models over the touched days.",
+    )
     raw_snapshots_kept: int = Field(
         default=50,
         ge=1,

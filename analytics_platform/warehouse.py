@@ -7,7 +7,9 @@ the symlink ``warehouse.duckdb``. Readers open the file the symlink resolves to,
 when it changes: they never wait for a build and never see one in progress.
 
 The build file exposes the raw Iceberg tables as views in schema ``raw``, each pinned to the table's
-metadata file at build start, so every model of one build reads the same snapshot.
+metadata file at build start, so every model of one build reads the same snapshot; the snapshot ids
+are recorded in the file (``platform.raw_snapshot_pins``). The live facts (dbt tag ``live``) are the
+exception: the live follower refreshes them between full builds (see ``defs/transform/live.py``).
 """
 
 from __future__ import annotations
@@ -45,6 +47,12 @@ EXTENSION_PACKAGES = ("duckdb_extension_avro", "duckdb_extension_iceberg")
 PUBLISHED_NAME = "warehouse.duckdb"
 BUILD_FILE = "warehouse.duckdb"
 KEEP_BUILDS = 3
+# Which raw snapshots a build reflects, in the build itself: RAW_PINS are those its ``raw`` views read,
+# LIVE_PINS those its live facts (dbt tag ``live``) were last brought up to (see defs/transform/live.py).
+PINS_SCHEMA = "platform"
+PINS_TABLE = "raw_snapshot_pins"
+RAW_PINS = "raw_views"
+LIVE_PINS = "live_facts"
 
 
 def extension_directory(settings: Settings) -> Path:
@@ -92,11 +100,21 @@ def current_build(settings: Settings) -> Path | None:
     return link.resolve() if link.exists() else None
 
 
-@contextlib.contextmanager
-def build_lock(settings: Settings) -> Iterator[None]:
+def build_lock(settings: Settings) -> contextlib.AbstractContextManager[None]:
     """Serialise builds: each starts from the previous published file, so two at once would race."""
+    return _file_lock(settings, "build.lock")
+
+
+def publish_lock(settings: Settings) -> contextlib.AbstractContextManager[None]:
+    """Serialise publishing: a build that copied the published file publishes only after bringing its
+    live facts up to what was published since (the live follower publishes every few seconds)."""
+    return _file_lock(settings, "publish.lock")
+
+
+@contextlib.contextmanager
+def _file_lock(settings: Settings, name: str) -> Iterator[None]:
     settings.duckdb_path.mkdir(parents=True, exist_ok=True)
-    with (settings.duckdb_path / "build.lock").open("w") as lock:
+    with (settings.duckdb_path / name).open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
@@ -119,14 +137,23 @@ def prepare_build(settings: Settings, catalog: Catalog) -> Path:
     previous = current_build(settings)
     if previous is not None:
         shutil.copyfile(previous, path)
+    pin_raw_views(settings, catalog, path)
+    return path
+
+
+def pin_raw_views(settings: Settings, catalog: Catalog, build: Path) -> dict[str, int]:
+    """Point the build's ``raw`` views at each raw table's current snapshot; returns the event tables'
+    snapshot ids (0 for a table without one), also recorded in the build as its ``raw`` pins."""
     tables = {name: raw_table(catalog, settings, event_type) for name, event_type in EVENT_TYPES.items()}
     tables[DEAD_LETTER_TABLE] = dead_letter_table(catalog, settings)
-    con = duckdb.connect(str(path), config=_duckdb_config(settings))
+    pins = {}
+    con = duckdb.connect(str(build), config=_duckdb_config(settings))
     try:
         con.execute("load iceberg")
         con.execute("create schema if not exists raw")
         for name, table in tables.items():
-            if table.current_snapshot() is None:
+            snapshot = table.current_snapshot()
+            if snapshot is None:
                 # iceberg_scan needs a snapshot; an empty table is an empty relation of the right shape.
                 columns = ", ".join(f"null::{_duck_type(field)} as {field.name}" for field in table.schema().fields)
                 con.execute(f"create or replace view raw.{name} as select {columns} where false")
@@ -134,9 +161,41 @@ def prepare_build(settings: Settings, catalog: Catalog) -> Path:
                 con.execute(
                     f"create or replace view raw.{name} as select * from iceberg_scan('{table.metadata_location}')"
                 )
+            if name in EVENT_TYPES:
+                pins[name] = snapshot.snapshot_id if snapshot else 0
+        _record_pins(con, RAW_PINS, pins)
     finally:
         con.close()
-    return path
+    return pins
+
+
+def read_pins(build: Path, kind: str) -> dict[str, int] | None:
+    """The raw snapshot ids a build recorded as ``kind`` (RAW_PINS or LIVE_PINS), or None if it has none."""
+    with duckdb.connect(str(build), read_only=True) as con:
+        if not con.execute(
+            "select 1 from duckdb_tables() where schema_name = ? and table_name = ?", [PINS_SCHEMA, PINS_TABLE]
+        ).fetchall():
+            return None
+        rows = con.execute(
+            f"select table_name, snapshot_id from {PINS_SCHEMA}.{PINS_TABLE} where kind = ?", [kind]
+        ).fetchall()
+    return {name: int(snapshot_id) for name, snapshot_id in rows} or None
+
+
+def record_pins(build: Path, kind: str, pins: dict[str, int]) -> None:
+    with duckdb.connect(str(build)) as con:
+        _record_pins(con, kind, pins)
+
+
+def _record_pins(con: duckdb.DuckDBPyConnection, kind: str, pins: dict[str, int]) -> None:
+    con.execute(f"create schema if not exists {PINS_SCHEMA}")
+    con.execute(
+        f"create table if not exists {PINS_SCHEMA}.{PINS_TABLE} (kind varchar, table_name varchar, snapshot_id bigint)"
+    )
+    con.execute(f"delete from {PINS_SCHEMA}.{PINS_TABLE} where kind = ?", [kind])
+    con.executemany(
+        f"insert into {PINS_SCHEMA}.{PINS_TABLE} values (?, ?, ?)", [(kind, name, pin) for name, pin in pins.items()]
+    )
 
 
 def _duck_type(field: NestedField) -> str:

@@ -100,6 +100,7 @@ def test_make_dev_serves_the_lineage_runs_sensors_and_stops_cleanly(isolated_pla
             f"ingest_{t}_sensor": "RUNNING" for t in EVENT_TYPES
         }
         assert sensors["marts_after_ingest_sensor"] == "RUNNING"
+        assert sensors["live_facts_sensor"] == "RUNNING"
 
         def materialized(key: list[str]) -> bool:
             data = graphql(port, MATERIALIZATIONS % json.dumps(key)) or {}

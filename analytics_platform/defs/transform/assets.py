@@ -10,7 +10,6 @@ however many versions of a product one ingest batch carried, every one gets its 
 
 import contextlib
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,8 +19,9 @@ from dagster_dbt import DbtCliResource, dbt_assets
 
 from analytics_platform import warehouse
 from analytics_platform.defs.resources import PlatformResource
+from analytics_platform.defs.transform import live
 from analytics_platform.defs.transform.partitions import DAILY_TAG, daily_partitions
-from analytics_platform.defs.transform.project import dbt_project
+from analytics_platform.defs.transform.project import dbt_pointed_at, dbt_project, dbt_target
 from analytics_platform.defs.transform.translator import PlatformDbtTranslator
 from analytics_platform.events import EVENT_TYPES
 from analytics_platform.exceptions import PlatformError
@@ -30,6 +30,10 @@ from analytics_platform.ingest.lakehouse import load_catalog, raw_table
 SNAPSHOTS = ("snap_users", "snap_products")
 REFERENCE_TYPES = ("user_profile_changed", "product_changed")
 MAX_SNAPSHOT_ROUNDS = 1_000
+# dbt's advice: unit tests prove the models' logic on fixed inputs, so they run in CI (make test), not in
+# every production build (~4 s of each here). Data tests, which check the data, still gate every build.
+PRODUCTION_FLAGS = ("--exclude-resource-type", "unit_test")
+FULL_BUILD_SLOT = "full"  # builds under the build lock (the live follower has its own slot)
 
 
 def _snapshot_rows(build: Path) -> int:
@@ -58,12 +62,12 @@ def _has_reference_data(platform: PlatformResource) -> bool:
     )
 
 
-def snapshot_until_complete(dbt: DbtCliResource, build: Path, log: dg.DagsterLogManager) -> int:
+def snapshot_until_complete(dbt: DbtCliResource, build: Path, target: Path, log: dg.DagsterLogManager) -> int:
     """Run ``dbt snapshot`` until a round captures nothing new; returns the rounds that captured versions."""
-    dbt.cli(["run", "--select", "path:models/staging"]).wait()  # the snapshots' inputs
+    dbt.cli(["run", "--select", "path:models/staging"], target_path=target).wait()  # the snapshots' inputs
     rows = _snapshot_rows(build)
     for round_number in range(MAX_SNAPSHOT_ROUNDS):
-        dbt.cli(["snapshot"]).wait()
+        dbt.cli(["snapshot"], target_path=target).wait()
         captured = _snapshot_rows(build) - rows
         if captured == 0:
             return round_number
@@ -75,37 +79,33 @@ def snapshot_until_complete(dbt: DbtCliResource, build: Path, log: dg.DagsterLog
 
 
 @contextlib.contextmanager
-def _environment(**variables: str) -> Iterator[None]:
-    """dagster-dbt hands the current environment to the dbt subprocess; set ours for that call only."""
-    saved = {name: os.environ.get(name) for name in variables}
-    os.environ.update(variables)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+def _published_build(
+    context: dg.AssetExecutionContext,
+    platform: PlatformResource,
+    dbt: DbtCliResource,
+    covered: tuple[str, str] | None = None,
+) -> Iterator[Path]:
+    """A new DuckDB build (a copy of the published one) with dbt pointed at it, published on success.
 
-
-@contextlib.contextmanager
-def _published_build(context: dg.AssetExecutionContext, platform: PlatformResource) -> Iterator[Path]:
-    """A new DuckDB build (a copy of the published one) with dbt pointed at it, published on success."""
+    ``covered``: the daily partitions (first, last) the build recomputes, live facts included."""
     settings = platform.settings()
     with warehouse.build_lock(settings):
+        started_from = warehouse.current_build(settings)
         build = warehouse.prepare_build(settings, load_catalog(settings))
         context.log.info(f"building into {build}")
         try:
-            with _environment(
-                PLATFORM_DBT_DUCKDB_PATH=str(build),
-                PLATFORM_DUCKDB_EXTENSION_DIR=str(warehouse.extension_directory(settings)),
-            ):
+            with dbt_pointed_at(settings, build, FULL_BUILD_SLOT):
                 yield build
+            if covered is not None:
+                live.advance_live_pins(settings, build, covered)
+            with warehouse.publish_lock(settings):
+                if warehouse.current_build(settings) != started_from:
+                    # The live follower published meanwhile: never publish live facts older than its.
+                    live.catch_up_live_facts(dbt, settings, build, context.log)
+                warehouse.publish(settings, build)
         except BaseException:
             warehouse.discard(build)
             raise
-        warehouse.publish(settings, build)
         context.log.info(f"published {build.name} as {warehouse.published_link(settings)}")
 
 
@@ -117,10 +117,11 @@ def _published_build(context: dg.AssetExecutionContext, platform: PlatformResour
 )
 def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, platform: PlatformResource) -> Iterator:
     """Snapshots, staging, intermediate models, dimensions and the marts that are not daily."""
-    with _published_build(context, platform) as build:
+    target = dbt_target(platform.settings(), "models")
+    with _published_build(context, platform, dbt) as build:
         if _has_reference_data(platform):
-            snapshot_until_complete(dbt, build, context.log)
-        yield from dbt.cli(["build"], context=context).stream()
+            snapshot_until_complete(dbt, build, target, context.log)
+        yield from dbt.cli(["build", *PRODUCTION_FLAGS], context=context, target_path=target).stream()
 
 
 @dbt_assets(
@@ -138,5 +139,6 @@ def daily_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource, platform
     window = context.partition_key_range
     dates = {"min_date": window.start, "max_date": window.end}
     context.log.info(f"rebuilding days {window.start} .. {window.end}")
-    with _published_build(context, platform):
-        yield from dbt.cli(["build", "--vars", json.dumps(dates)], context=context).stream()
+    with _published_build(context, platform, dbt, covered=(window.start, window.end)):
+        command = ["build", *PRODUCTION_FLAGS, "--vars", json.dumps(dates)]
+        yield from dbt.cli(command, context=context, target_path=dbt_target(platform.settings(), "daily")).stream()

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+import uuid
+from collections.abc import Iterator, Sequence
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from dagster_dbt import DbtCliResource, DbtProject
+
+from analytics_platform import warehouse
+from analytics_platform.settings import Settings
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[3] / "dbt_project"
 
@@ -38,6 +46,55 @@ def _manifest_is_stale(manifest: Path) -> bool:
     )
 
 
+class PlatformDbtCliResource(DbtCliResource):
+    """dagster-dbt's resource without the dbt adapter it sets up in the run's own process before each
+    command (imports and profile loading: 2-4 s of a run here). That adapter only serves column metadata
+    and row counts fetched after a command, which the platform does not fetch; dbt itself runs as a
+    subprocess with its own adapter either way."""
+
+    def _initialize_dbt_core_adapter(self, args: Sequence[str]) -> Any:
+        return None
+
+
 def dbt_resource() -> DbtCliResource:
     # The venv's dbt, not whatever `dbt` is first on PATH: dbt-core and dbt-duckdb are pinned here.
-    return DbtCliResource(project_dir=dbt_project(), dbt_executable=str(Path(sys.executable).parent / "dbt"))
+    # (mypy's pydantic plugin types the subclass's project_dir as the field, str; __init__ takes a DbtProject.)
+    executable = str(Path(sys.executable).parent / "dbt")
+    return PlatformDbtCliResource(project_dir=dbt_project(), dbt_executable=executable)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def dbt_pointed_at(settings: Settings, build: Path, slot: str) -> Iterator[None]:
+    """Point the dbt commands run inside at ``build`` (dagster-dbt hands them the current environment).
+
+    dbt skips re-parsing the project only if its profile is unchanged, and the profile holds the DuckDB
+    path: so dbt opens the build through a fixed path per ``slot`` (one per kind of build that may run
+    at the same time as another), ``<duckdb dir>/dbt/<slot>``, a link replaced to point at the build's
+    folder. A path that changed with every build cost every dbt command a full parse (~4 s here).
+    """
+    link = settings.duckdb_path / "dbt" / slot
+    link.parent.mkdir(parents=True, exist_ok=True)
+    staging = link.with_name(f".{slot}.{uuid.uuid4().hex}")
+    staging.symlink_to(build.parent.resolve())
+    os.replace(staging, link)
+    variables = {
+        "PLATFORM_DBT_DUCKDB_PATH": str(link / build.name),
+        "PLATFORM_DUCKDB_EXTENSION_DIR": str(warehouse.extension_directory(settings)),
+    }
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def dbt_target(settings: Settings, name: str) -> Path:
+    """A dbt target folder kept across builds of one kind, so dbt finds its partial parse there (dagster-dbt
+    would use a new folder per command; dbt also re-parses when --vars change, so kinds with different
+    vars get their own folder). Builds of one kind never overlap: they hold the build or publish lock."""
+    return settings.duckdb_path / "dbt" / "targets" / name

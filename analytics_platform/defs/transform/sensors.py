@@ -1,14 +1,16 @@
 """Keep the marts current after each ingest: one build at a time, keyed by raw snapshots.
 
 Raw truth is the Iceberg tables, so ``marts_after_ingest_sensor`` compares their current snapshot ids
-with those the last requested build saw. One run covers every non-daily model (snapshots, staging,
-dimensions...), which on a small machine beats per-model eager automation, and then rebuilds exactly
-the days of the daily facts the new rows touched (late events included) as its partition range. One
-run, not a build followed by a daily run: each Dagster run launch costs ~15 s here, and an event's
-way to ``fct_events_per_minute`` paid two.
+with those the last requested build saw, and requests a build at most every ``marts_refresh_interval_s``
+(meanwhile the per-minute facts follow the raw tables within seconds: see ``live.py``). One run covers
+every non-daily model (snapshots, staging, dimensions...), which on a small machine beats per-model
+eager automation, and then rebuilds exactly the days of the daily facts the new rows touched (late
+events included) as its partition range. One run, not a build followed by a daily run: each Dagster
+run launch costs ~15 s here.
 """
 
 import json
+import time
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
 
@@ -31,6 +33,7 @@ REFRESH_JOB = "refresh_marts"
 DAYS_TAG = "analytics_platform/event_days"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
+SENSOR_TAG = "dagster/sensor_name"
 
 
 def raw_snapshot_ids(settings: Settings) -> dict[str, int]:
@@ -91,6 +94,15 @@ def build_marts_sensor(
             if context.instance.get_run_records(dg.RunsFilter(job_name=job.name, statuses=IN_FLIGHT), limit=1):
                 return dg.SensorResult(skip_reason="a marts build is running; the next one starts after it")
         settings = platform.settings()
+        # Builds run by hand (CLI, UI) do not count: only this sensor's requests are spaced out.
+        mine = dg.RunsFilter(job_name=refresh_job.name, tags={SENSOR_TAG: context.sensor_name})
+        last = context.instance.get_run_records(mine, limit=1)
+        since_last = time.time() - last[0].create_timestamp.timestamp() if last else None
+        if since_last is not None and since_last < settings.marts_refresh_interval_s:
+            return dg.SensorResult(
+                skip_reason=f"this sensor's last full marts build started {since_last:.0f}s ago; the next is due "
+                f"{settings.marts_refresh_interval_s:.0f}s after it (the live facts follow meanwhile)"
+            )
         ids = raw_snapshot_ids(settings)
         key = ",".join(f"{name}:{snapshot_id}" for name, snapshot_id in ids.items())
         if key == context.cursor:

@@ -1,4 +1,4 @@
-{{ config(materialized='incremental', incremental_strategy='append', tags=['daily'], pre_hook="{{ delete_partition_range() }}") }}
+{{ config(materialized='incremental', incremental_strategy='append', tags=['daily', 'live'], pre_hook="{{ delete_partition_range() }}") }}
 
 with
 
