@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gc
 import shutil
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,10 +21,38 @@ MEMORY_EVENT_TYPE = "user_visit"  # the busiest topic: its runs are the largest
 MEMORY_TOPIC = f"events.{MEMORY_EVENT_TYPE}"
 
 
-def relabelled(events: list[dict[str, Any]], copy: int) -> Iterator[dict[str, Any]]:
-    """The events again with new event_ids (the first UUID group names the copy), to grow a backlog."""
-    for event in events:
-        yield dict(event, event_id=f"{copy:08x}{event['event_id'][8:]}")
+def grow_backlog(events: list[dict[str, Any]], copies: int, bootstrap_servers: str) -> None:
+    """Produce ``copies`` more copies of ``events`` (one topic's, validated when first produced), each with
+    new event_ids (the first UUID group names the copy). Each copy's bytes are the first encoding with the
+    id replaced: growing the backlog costs Kafka's time, not re-validating millions of identical envelopes."""
+    from confluent_kafka import Producer
+
+    from analytics_platform.events import encode_event
+    from analytics_platform.producer import LINGER_MS
+
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "enable.idempotence": True,
+            "compression.type": "zstd",
+            "linger.ms": LINGER_MS,
+            "batch.size": 1_000_000,
+        }
+    )
+    encoded = [(encode_event(event), event["event_id"].encode(), event["user_id"].encode()) for event in events]
+    for copy in range(1, copies + 1):
+        prefix = f"{copy:08x}".encode()
+        for value, event_id, key in encoded:
+            relabelled = value.replace(event_id, prefix + event_id[8:], 1)
+            while True:
+                try:
+                    producer.produce(MEMORY_TOPIC, value=relabelled, key=key)
+                    break
+                except BufferError:  # local queue full: let librdkafka drain it
+                    producer.poll(0.1)
+            producer.poll(0)
+    if remaining := producer.flush(120):
+        raise RuntimeError(f"{remaining} messages of the grown backlog were not delivered")
 
 
 def run(workdir: Path, *, events: int, memory_events: int, repeat: int, start: datetime, echo) -> dict[str, Any]:  # type: ignore[no-untyped-def]
@@ -69,8 +96,7 @@ def run(workdir: Path, *, events: int, memory_events: int, repeat: int, start: d
         gc.collect()
         grown = len(busiest) * (memory_events // events)
         echo(f"memory: growing {MEMORY_TOPIC}'s backlog {memory_events // events}-fold, to {grown:,} events ...")
-        for copy in range(1, memory_events // events):
-            publish(relabelled(busiest, copy), settings.bootstrap_servers)
+        grow_backlog(busiest, memory_events // events - 1, settings.bootstrap_servers)
         large = [
             _run_peaks(workdir / f"memory-large-{index}", port, memory_events, echo, runs=1) for index in range(repeat)
         ]

@@ -1,6 +1,6 @@
 """Where platform ingest spends its time: pyinstrument over the sensor-driven path, printed as a call tree.
 
-    python bench/profile.py [--events N]
+    python bench/profile_ingest.py [--events N]
 
 Produces N events to a fresh broker, then profiles the same in-process sensor ticks and runs that
 ``bench/run.py`` times (imports included, as a fresh process pays them). This is how the per-tick

@@ -193,6 +193,10 @@ def report(
                 "freshness_mart_p50_s": fresh["mart_p50_s"],
                 "freshness_mart_p95_s": fresh["mart_p95_s"],
                 "freshness_mart_max_s": fresh["mart_max_s"],
+                "freshness_live_refreshes": fresh["live_refreshes"],
+                "freshness_live_refresh_p50_s": fresh["live_refresh_p50_s"],
+                "freshness_live_refresh_p95_s": fresh["live_refresh_p95_s"],
+                "freshness_live_refresh_phases_p50_s": fresh["live_refresh_phases_p50_s"],
                 # A daemon-launched run: from the sensor's request to its step consuming (process start + code load).
                 "run_overhead_s": fresh["runs"].get("ingest_*", {}).get("launch_s"),
                 "freshness_runs": fresh["runs"],
@@ -210,6 +214,9 @@ def report(
             ("produce -> raw max (s)", fresh["raw_max_s"], ""),
             ("produce -> fct_events_per_minute p50 (s)", fresh["mart_p50_s"], ""),
             ("produce -> fct_events_per_minute p95 (s)", fresh["mart_p95_s"], "target <= 60"),
+            ("live facts refresh p50 (s)", fresh["live_refresh_p50_s"], f"over {fresh['live_refreshes']} refreshes"),
+            ("live facts refresh p95 (s)", fresh["live_refresh_p95_s"], ""),
+            *((f"  phase {phase} p50 (s)", value, "") for phase, value in fresh["live_refresh_phases_p50_s"].items()),
         ]
         for job, timing in fresh["runs"].items():
             rows.append(
