@@ -16,7 +16,7 @@ from tests.helpers import produce
 
 def evaluate(instance: dg.DagsterInstance, cursor: str | None = None) -> dg.SensorResult:
     with dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources={"platform": PlatformResource()}, sensor_name=marts_sensor.name
+        instance=instance, cursor=cursor, resources={"platform": PlatformResource()}
     ) as context:
         result = marts_sensor(context)
     assert isinstance(result, dg.SensorResult)

@@ -34,6 +34,7 @@ DAYS_TAG = "analytics_platform/event_days"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 SENSOR_TAG = "dagster/sensor_name"
+MARTS_SENSOR = "marts_after_ingest_sensor"
 
 
 def raw_snapshot_ids(settings: Settings) -> dict[str, int]:
@@ -82,7 +83,7 @@ def build_marts_sensor(
     refresh_job: "UnresolvedAssetJobDefinition", build_job: "UnresolvedAssetJobDefinition"
 ) -> dg.SensorDefinition:
     @dg.sensor(
-        name="marts_after_ingest_sensor",
+        name=MARTS_SENSOR,
         jobs=[refresh_job, build_job],
         minimum_interval_seconds=BUILD_INTERVAL_S,
         default_status=dg.DefaultSensorStatus.RUNNING,
@@ -95,7 +96,7 @@ def build_marts_sensor(
                 return dg.SensorResult(skip_reason="a marts build is running; the next one starts after it")
         settings = platform.settings()
         # Builds run by hand (CLI, UI) do not count: only this sensor's requests are spaced out.
-        mine = dg.RunsFilter(job_name=refresh_job.name, tags={SENSOR_TAG: context.sensor_name})
+        mine = dg.RunsFilter(job_name=refresh_job.name, tags={SENSOR_TAG: MARTS_SENSOR})
         last = context.instance.get_run_records(mine, limit=1)
         since_last = time.time() - last[0].create_timestamp.timestamp() if last else None
         if since_last is not None and since_last < settings.marts_refresh_interval_s:
