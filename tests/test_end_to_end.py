@@ -90,4 +90,4 @@ def test_sensor_run_key_is_the_offset_range_and_in_flight_runs_hold_the_sensor(b
         status=dg.DagsterRunStatus.STARTED,
     )
     held = evaluate()
-    assert not held.run_requests and "landing a batch" in (held.skip_reason.skip_message or "")
+    assert not held.run_requests and "is landing events.purchase" in (held.skip_reason.skip_message or "")

@@ -4,6 +4,8 @@ The asset function is thin: it lands the micro-batch the sensor planned (or plan
 materialised by hand) through :mod:`analytics_platform.ingest.batch`, the same code the CLI uses.
 """
 
+import time
+
 import dagster as dg
 from pydantic import Field
 
@@ -14,6 +16,13 @@ from analytics_platform.ingest.lakehouse import DEAD_LETTER_TABLE
 
 DEAD_LETTER_KEY = dg.AssetKey(["raw", DEAD_LETTER_TABLE])
 STAGES = ("consume", "decode", "commit")
+HANDOFF_POLL_S = 0.5
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
 
 
 class IngestConfig(dg.Config):
@@ -28,6 +37,11 @@ class IngestConfig(dg.Config):
         default=0.0,
         description="Then keep landing new messages for this many seconds (PLATFORM_INGEST_FOLLOW_S for sensor runs).",
     )
+    after_run: str = Field(
+        default="",
+        description="Start only once this run (the topic's following run this one takes over from) has ended; "
+        "then plan from the stored offsets.",
+    )
 
 
 def topic_asset_key(event_type: EventType) -> dg.AssetKey:
@@ -38,10 +52,21 @@ def raw_asset_key(event_type: EventType) -> dg.AssetKey:
     return dg.AssetKey(["raw", event_type.name])
 
 
-def ingest_run_config(event_type: EventType, plan: BatchPlan, follow_s: float = 0.0) -> dict[str, object]:
-    """Run config that makes the raw asset land ``plan`` and then follow the topic for ``follow_s``."""
+def ingest_run_config(
+    event_type: EventType, plan: BatchPlan | None, follow_s: float = 0.0, after_run: str = ""
+) -> dict[str, object]:
+    """Run config that makes the raw asset land ``plan`` (None: plan when it starts, after ``after_run``
+    ended) and then follow the topic for ``follow_s``."""
     op_name = raw_asset_key(event_type).to_python_identifier()
-    return {"ops": {op_name: {"config": {"ranges": plan.to_config()["ranges"], "follow_s": follow_s}}}}
+    ranges = plan.to_config()["ranges"] if plan else ""
+    return {"ops": {op_name: {"config": {"ranges": ranges, "follow_s": follow_s, "after_run": after_run}}}}
+
+
+def wait_for_run_to_end(instance: dg.DagsterInstance, run_id: str, log: dg.DagsterLogManager) -> None:
+    """Block until ``run_id`` is no longer queued, starting or running (the hand-off between followers)."""
+    log.info(f"taking over from run {run_id} when it ends")
+    while (run := instance.get_run_by_id(run_id)) is not None and run.status in IN_FLIGHT:
+        time.sleep(HANDOFF_POLL_S)
 
 
 def topic_spec(event_type: EventType) -> dg.AssetSpec:
@@ -68,11 +93,15 @@ def build_raw_asset(event_type: EventType) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, config: IngestConfig, platform: PlatformResource
     ) -> dg.MaterializeResult:
         settings = platform.settings()
+        if config.after_run:
+            wait_for_run_to_end(context.instance, config.after_run, context.log)
         plan = (
             BatchPlan.from_config({"topic": event_type.topic, "ranges": config.ranges})
             if config.ranges
             else plan_next_run(settings, event_type.topic)
         )
+        if plan is None and config.follow_s:
+            plan = BatchPlan(event_type.topic, {})  # nothing new yet: follow from the stored offsets
         if plan is None:
             return dg.MaterializeResult(metadata={"rows_landed": 0, "note": "caught up: nothing new in Kafka"})
         context.log.info(f"landing {plan.size} offsets of {plan.topic}: {plan.ranges}")

@@ -24,7 +24,8 @@ from dagster_dbt import DbtCliResource
 from pydantic import Field
 
 from analytics_platform import warehouse
-from analytics_platform.defs.ingestion.sensors import IN_FLIGHT
+from analytics_platform.defs.ingestion.assets import wait_for_run_to_end
+from analytics_platform.defs.ingestion.sensors import IN_FLIGHT, successor_due
 from analytics_platform.defs.resources import PlatformResource
 from analytics_platform.defs.transform.project import dbt_pointed_at, dbt_project, dbt_target
 from analytics_platform.defs.transform.sensors import partition_range, raw_snapshot_ids, touched_days
@@ -126,6 +127,9 @@ class FollowConfig(dg.Config):
         description="Keep refreshing the live facts for this many seconds (PLATFORM_MARTS_FOLLOW_S for sensor "
         "runs); 0: refresh once.",
     )
+    after_run: str = Field(
+        default="", description="Start only once this run (the follower this one takes over from) ended."
+    )
 
 
 @dg.op(name="refresh_live_facts")
@@ -135,6 +139,8 @@ def follow_live_facts_op(
     """Refresh the live facts every ``marts_live_interval_s`` for ``follow_s``; each refresh is a
     materialization of the live models' touched partitions."""
     settings = platform.settings()
+    if config.after_run:
+        wait_for_run_to_end(context.instance, config.after_run, context.log)
     deadline = time.monotonic() + config.follow_s
     while True:
         started = time.monotonic()
@@ -169,12 +175,23 @@ def follow_live_facts_job() -> None:
     minimum_interval_seconds=SENSOR_INTERVAL_S,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Launches the live follower whenever the published live facts are behind the raw tables "
-    "and no follower is running.",
+    "and no follower is running, and its successor shortly before a follower is due to end.",
 )
 def live_facts_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource) -> dg.SensorResult:
-    if context.instance.get_run_records(dg.RunsFilter(job_name=LIVE_JOB, statuses=IN_FLIGHT), limit=1):
-        return dg.SensorResult(skip_reason="the live follower is running")
     settings = platform.settings()
+    in_flight = context.instance.get_run_records(dg.RunsFilter(job_name=LIVE_JOB, statuses=IN_FLIGHT), limit=2)
+    if len(in_flight) == 1 and successor_due(in_flight[0], settings.marts_follow_s, time.time()):
+        predecessor = in_flight[0].dagster_run.run_id
+        config = {"follow_s": settings.marts_follow_s, "after_run": predecessor}
+        return dg.SensorResult(
+            run_requests=[
+                dg.RunRequest(
+                    run_key=f"after:{predecessor}", run_config={"ops": {"refresh_live_facts": {"config": config}}}
+                )
+            ]
+        )
+    if in_flight:
+        return dg.SensorResult(skip_reason="the live follower is running")
     published = warehouse.current_build(settings)
     if published is None:
         return dg.SensorResult(skip_reason="no marts published yet: the first full build comes first")
