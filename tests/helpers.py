@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 from confluent_kafka import Producer
@@ -18,6 +19,8 @@ from analytics_platform.generator import generate_events
 from analytics_platform.ingest.lakehouse import load_catalog, raw_table
 from analytics_platform.producer import publish
 from analytics_platform.settings import Settings
+
+T = TypeVar("T")
 
 
 def produce(settings: Settings, count: int, *, seed: int = 7, days: int = 2) -> list[dict[str, Any]]:
@@ -67,3 +70,14 @@ def send_raw(settings: Settings, topic: str, messages: list[tuple[bytes | None, 
     for value, key in messages:
         producer.produce(topic, value=value, key=key)
     assert producer.flush(30) == 0
+
+
+def wait_for(condition: Callable[[], T | None], timeout_s: float, what: str, poll_s: float = 1.0) -> T:
+    """Poll ``condition`` until it returns something truthy (returned), failing after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(poll_s)
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")

@@ -8,34 +8,22 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from analytics_platform.events import EVENT_TYPES
 from tests.conftest import free_port
+from tests.helpers import wait_for
 
 CLI = str(Path(sys.executable).parent / "analytics-platform")
-T = TypeVar("T")
 
 ASSET_GRAPH = "{ assetNodes { assetKey { path } dependencyKeys { path } } }"
 SENSORS = """{ repositoriesOrError { ... on RepositoryConnection { nodes {
     sensors { name sensorState { status } } } } } }"""
 MATERIALIZATIONS = """{ assetOrError(assetKey: {path: %s}) {
     ... on Asset { assetMaterializations(limit: 1) { runId } } } }"""
-
-
-def wait_for(condition: Callable[[], T | None], timeout_s: float, what: str) -> T:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(1)
-    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
 
 
 def graphql(port: int, query: str) -> dict[str, Any] | None:

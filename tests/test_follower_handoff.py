@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import dagster as dg
 import pytest
@@ -16,7 +15,7 @@ from analytics_platform.defs.transform.live import LIVE_JOB, live_facts_sensor
 from analytics_platform.events import EVENT_TYPES
 from analytics_platform.instance import get_instance
 from analytics_platform.settings import Settings
-from tests.helpers import counts_by_type, event_ids, produce
+from tests.helpers import counts_by_type, event_ids, produce, wait_for
 
 PURCHASE = EVENT_TYPES["purchase"]
 
@@ -26,13 +25,6 @@ def evaluate(sensor: dg.SensorDefinition, instance: dg.DagsterInstance) -> dg.Se
         result = sensor(context)
     assert isinstance(result, dg.SensorResult)
     return result
-
-
-def wait_until(condition, what: str, timeout_s: float = 60.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def test_an_ingest_followers_successor_waits_for_it_then_lands_from_the_stored_offsets(
@@ -67,7 +59,7 @@ def test_an_ingest_followers_successor_waits_for_it_then_lands_from_the_stored_o
             for entry in instance.all_logs(record.dagster_run.run_id)
         )
 
-    wait_until(waiting, "the successor to wait for its predecessor")
+    wait_for(waiting, 60, "the successor to wait for its predecessor", poll_s=0.1)
     assert event_ids(broker, PURCHASE.name) == []  # nothing lands while the predecessor may still land
     instance.report_run_failed(predecessor)  # the predecessor ends
     successor.join(120)

@@ -88,10 +88,17 @@ class LiveRefresh:
     seconds: dict[str, float]  # per phase: waiting for the publish lock, copy and pin, dbt, publish
 
 
+def live_facts_behind(settings: Settings) -> bool:
+    """Whether marts are published and their live facts are behind the raw tables' current snapshots."""
+    published = warehouse.current_build(settings)
+    return published is not None and raw_snapshot_ids(settings) != (
+        warehouse.read_pins(published, warehouse.LIVE_PINS) or {}
+    )
+
+
 def refresh_live_facts(dbt: DbtCliResource, settings: Settings, log: dg.DagsterLogManager) -> LiveRefresh | None:
     """One follower step: publish a build with live facts at the current raw snapshots, if they moved."""
-    published = warehouse.current_build(settings)
-    if published is None or raw_snapshot_ids(settings) == (warehouse.read_pins(published, warehouse.LIVE_PINS) or {}):
+    if not live_facts_behind(settings):
         return None
     clock = time.monotonic()
     seconds = {}
@@ -182,20 +189,14 @@ def live_facts_sensor(context: dg.SensorEvaluationContext, platform: PlatformRes
     in_flight = context.instance.get_run_records(dg.RunsFilter(job_name=LIVE_JOB, statuses=IN_FLIGHT), limit=2)
     if len(in_flight) == 1 and successor_due(in_flight[0], settings.marts_follow_s, time.time()):
         predecessor = in_flight[0].dagster_run.run_id
-        config = {"follow_s": settings.marts_follow_s, "after_run": predecessor}
-        return dg.SensorResult(
-            run_requests=[
-                dg.RunRequest(
-                    run_key=f"after:{predecessor}", run_config={"ops": {"refresh_live_facts": {"config": config}}}
-                )
-            ]
-        )
+        run_config = _follow_run_config(settings.marts_follow_s, after_run=predecessor)
+        return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"after:{predecessor}", run_config=run_config)])
     if in_flight:
         return dg.SensorResult(skip_reason="the live follower is running")
-    published = warehouse.current_build(settings)
-    if published is None:
-        return dg.SensorResult(skip_reason="no marts published yet: the first full build comes first")
-    if raw_snapshot_ids(settings) == (warehouse.read_pins(published, warehouse.LIVE_PINS) or {}):
-        return dg.SensorResult(skip_reason="the live facts are at the current raw snapshots")
-    run_config = {"ops": {"refresh_live_facts": {"config": {"follow_s": settings.marts_follow_s}}}}
-    return dg.SensorResult(run_requests=[dg.RunRequest(run_config=run_config)])
+    if not live_facts_behind(settings):
+        return dg.SensorResult(skip_reason="no marts published yet, or their live facts are current")
+    return dg.SensorResult(run_requests=[dg.RunRequest(run_config=_follow_run_config(settings.marts_follow_s))])
+
+
+def _follow_run_config(follow_s: float, after_run: str = "") -> dict[str, object]:
+    return {"ops": {"refresh_live_facts": {"config": {"follow_s": follow_s, "after_run": after_run}}}}
