@@ -147,7 +147,7 @@ def run_dev(settings: Settings, *, rate: float, port: int, echo: Echo) -> None:
         if started_broker:
             _continue_after_fresh_broker(settings, catalog, echo)
         logs = settings.home / "logs"
-        # This venv's tools first: dagster-dbt's dev-mode `dbt parse` looks for `dbt` on PATH.
+        # This venv's tools first: dagster-dbt's `dbt parse` (of a stale manifest) looks for `dbt` on PATH.
         env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
         processes.append(
             spawn(

@@ -7,11 +7,13 @@ import os
 import sys
 import uuid
 from collections.abc import Iterator, Sequence
-from functools import cache
+from functools import cache, cached_property
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from dagster_dbt import DbtCliResource, DbtProject
+from packaging import version
 
 from analytics_platform import warehouse
 from analytics_platform.settings import Settings
@@ -21,10 +23,13 @@ DBT_PROJECT_DIR = Path(__file__).resolve().parents[3] / "dbt_project"
 
 @cache
 def dbt_project() -> DbtProject:
-    """The project; ``dbt parse`` runs under ``dagster dev`` and whenever the manifest is missing (fresh
-    clone) or older than a model, test or macro file (an edited project never runs a stale manifest)."""
+    """The project; ``dbt parse`` runs whenever the manifest is missing (fresh clone) or older than a
+    model, test or macro file, so an edited project never runs a stale manifest.
+
+    Not dagster-dbt's ``prepare_if_dev``: it parses on every load under ``dagster dev``, and every run
+    process ``dagster dev`` launches inherits that mode, so each ingest or marts run paid a ``dbt parse``
+    (~5 s of CPU) before its first step, and concurrent runs rewrote the same manifest."""
     project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
-    project.prepare_if_dev()
     if _manifest_is_stale(project.manifest_path):
         project.preparer.prepare(project)
     return project
@@ -47,13 +52,21 @@ def _manifest_is_stale(manifest: Path) -> bool:
 
 
 class PlatformDbtCliResource(DbtCliResource):
-    """dagster-dbt's resource without the dbt adapter it sets up in the run's own process before each
-    command (imports and profile loading: 2-4 s of a run here). That adapter only serves column metadata
-    and row counts fetched after a command, which the platform does not fetch; dbt itself runs as a
-    subprocess with its own adapter either way."""
+    """dagster-dbt's resource without two costs it adds to every run that calls dbt:
+
+    - the dbt adapter it sets up in the run's own process before each command (imports and profile
+      loading: 2-4 s). It only serves column metadata and row counts fetched after a command, which the
+      platform does not fetch; dbt itself runs as a subprocess with its own adapter either way.
+    - ``dbt --version`` run as a subprocess to learn the version (2.7 s). The executable is this venv's
+      (``dbt_resource``), so its version is the installed dbt-core's.
+    """
 
     def _initialize_dbt_core_adapter(self, args: Sequence[str]) -> Any:
         return None
+
+    @cached_property
+    def _cli_version(self) -> version.Version:
+        return version.parse(metadata.version("dbt-core"))
 
 
 def dbt_resource() -> DbtCliResource:
