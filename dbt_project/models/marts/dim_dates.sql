@@ -2,9 +2,9 @@ with
 
 bounds as (
     select
-        cast(min(event_at) as date) as first_day,
-        cast(max(event_at) as date) as last_day
-    from {{ ref('int_events_unioned') }}
+        cast(first_event_at as date) as first_day,
+        cast(last_event_at as date) as last_day
+    from {{ ref('stg_event_time_bounds') }}
 ),
 
 days as (
