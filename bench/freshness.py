@@ -194,7 +194,11 @@ def run(workdir: Path, *, rate: float, duration_s: float, settle_marts: bool = T
     prepare_dagster_home(settings)  # exports DAGSTER_HOME: dagster dev must use this instance
     env = dict(os.environ)
     count = int(rate * duration_s)
-    events = generate_events(count, seed=7, days=1, start=datetime.now(UTC))
+    # Generating 1.2M events takes ~25 s of one core: done while dagster dev starts and warms up.
+    events: list[dict[str, Any]] = []
+    generating = threading.Thread(
+        target=lambda: events.extend(generate_events(count, seed=7, days=1, start=datetime.now(UTC)))
+    )
     broker.start(settings)
     dev = None
     try:
@@ -207,6 +211,7 @@ def run(workdir: Path, *, rate: float, duration_s: float, settle_marts: bool = T
             cwd=REPO_ROOT,
         )
         dev_started = time.time()
+        generating.start()
         echo(f"dagster dev started (log: {home / 'logs' / 'dagster-dev.log'}); warming up ...")
         warm_up = generate_events(300, seed=8, days=1, start=datetime.now(UTC))
         warm_from = datetime.now(UTC).replace(second=0, microsecond=0)
@@ -214,12 +219,15 @@ def run(workdir: Path, *, rate: float, duration_s: float, settle_marts: bool = T
         # Until the sensors have launched their (following) ingest runs and the first full marts build
         # has published: what is measured is the steady state, not a deploy's first build.
         _wait(lambda: _total_landed(settings) >= len(warm_up), STARTUP_TIMEOUT_S, "the warm-up events to land")
+        echo(f"  warm-up events landed after {time.time() - dev_started:.0f}s")
         if settle_marts:
             _wait(
                 lambda: sum(_mart_counts(settings, warm_from).values()) >= len(warm_up),
                 STARTUP_TIMEOUT_S,
                 "the warm-up events to reach fct_events_per_minute",
             )
+            echo(f"  ... and reached fct_events_per_minute after {time.time() - dev_started:.0f}s")
+        generating.join()
 
         echo(f"producing {count:,} events at {rate:,.0f}/s for {duration_s:.0f}s ...")
         started = time.time()
@@ -249,18 +257,21 @@ def run(workdir: Path, *, rate: float, duration_s: float, settle_marts: bool = T
             time.sleep(POLL_S)
         producer.join()
         ended = time.time()
+        echo(f"  drained {ended - started - duration_s:.0f}s after the last event was produced")
         instance = get_instance(settings)
         timings = _run_timings(instance, dev_started)
         commits = _commit_seconds_by_minute(instance, started)
         live_refreshes = _live_refreshes(instance, started)
     finally:
         if dev is not None:
-            stop_group(dev)
+            stopping = time.monotonic()
+            stop_group(dev, timeout_s=2.0)  # measured already: no need to wait for the runs to wind down
+            echo(f"  dagster dev stopped in {time.monotonic() - stopping:.0f}s")
         broker.stop(settings)
     # From the warm-up's first minute: its events share the first minute's cells with measured ones.
-    return _latencies(
-        _landed(settings, warm_from, commit_times), observations, started, produced, ended, settle_marts
-    ) | {
+    landed = _landed(settings, warm_from, commit_times)
+    echo(f"  read back {len(landed):,} landed events")
+    return _latencies(landed, observations, started, produced, ended, settle_marts) | {
         "runs": timings,
         "commit_s_by_minute": commits,
         "live_refreshes": len(live_refreshes),
