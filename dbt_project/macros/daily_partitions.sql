@@ -1,13 +1,23 @@
 {#-
     Daily partitions of the incremental facts (tag `daily`). Dagster runs them for a date range
-    (vars `min_date`, `max_date`: a partition, a backfill range, or the days new data touched);
+    (environment variables PLATFORM_DBT_MIN_DATE and PLATFORM_DBT_MAX_DATE, YYYY-MM-DD: a partition,
+    a backfill range, or the days new data touched; not --vars, whose every change makes dbt re-parse
+    the whole project);
     each run deletes exactly those days and inserts them recomputed from all their events, so
-    reprocessing a day never double counts and late events are picked up. Without the vars
+    reprocessing a day never double counts and late events are picked up. Without them
     (`dbt build` by hand) every day is rebuilt.
 -#}
 
+{% macro partition_date(bound) -%}
+    {%- if bound == 'min' -%}
+        {{ return(env_var('PLATFORM_DBT_MIN_DATE', '')) }}
+    {%- else -%}
+        {{ return(env_var('PLATFORM_DBT_MAX_DATE', '')) }}
+    {%- endif -%}
+{%- endmacro %}
+
 {% macro partition_dates_given() -%}
-    {{ return(var('min_date', none) is not none and var('max_date', none) is not none) }}
+    {{ return(partition_date('min') != '' and partition_date('max') != '') }}
 {%- endmacro %}
 
 {#- Rows whose date or timestamp column falls in the run's range, optionally reaching `lookback_days`
@@ -16,8 +26,8 @@
     the Iceberg scan: a one-day build then reads one day, not every raw row. -#}
 {% macro in_partition_range(column, lookback_days=0) -%}
     {%- if partition_dates_given() -%}
-        {{ column }} >= cast('{{ var("min_date") }}' as date) - {{ lookback_days }}
-        and {{ column }} < cast('{{ var("max_date") }}' as date) + 1
+        {{ column }} >= cast('{{ partition_date("min") }}' as date) - {{ lookback_days }}
+        and {{ column }} < cast('{{ partition_date("max") }}' as date) + 1
     {%- else -%}
         true
     {%- endif -%}
@@ -27,7 +37,7 @@
 {% macro delete_partition_range() -%}
     {%- if is_incremental() and partition_dates_given() -%}
         delete from {{ this }}
-        where partition_date between cast('{{ var("min_date") }}' as date) and cast('{{ var("max_date") }}' as date)
+        where partition_date between cast('{{ partition_date("min") }}' as date) and cast('{{ partition_date("max") }}' as date)
     {%- elif is_incremental() -%}
         delete from {{ this }}
     {%- else -%}

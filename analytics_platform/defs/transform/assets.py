@@ -9,7 +9,6 @@ however many versions of a product one ingest batch carried, every one gets its 
 """
 
 import contextlib
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,7 +93,7 @@ def _published_build(
         build = warehouse.prepare_build(settings, load_catalog(settings))
         context.log.info(f"building into {build}")
         try:
-            with dbt_pointed_at(settings, build, FULL_BUILD_SLOT):
+            with dbt_pointed_at(settings, build, FULL_BUILD_SLOT, covered):
                 yield build
             if covered is not None:
                 live.advance_live_pins(settings, build, covered)
@@ -137,8 +136,7 @@ def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, platform:
 def daily_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource, platform: PlatformResource) -> Iterator:
     """The daily facts for the run's partition range: those days are deleted and recomputed, no others."""
     window = context.partition_key_range
-    dates = {"min_date": window.start, "max_date": window.end}
     context.log.info(f"rebuilding days {window.start} .. {window.end}")
     with _published_build(context, platform, dbt, covered=(window.start, window.end)):
-        command = ["build", *PRODUCTION_FLAGS, "--vars", json.dumps(dates)]
+        command = ["build", *PRODUCTION_FLAGS]
         yield from dbt.cli(command, context=context, target_path=dbt_target(platform.settings(), "daily")).stream()

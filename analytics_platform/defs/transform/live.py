@@ -74,9 +74,8 @@ def catch_up_live_facts(
         keys = partition_range(days, datetime.now(UTC).date()) if days else None
     if keys is not None:
         log.info(f"rebuilding the live facts of {keys[0]} .. {keys[1]}")
-        dates = json.dumps({"min_date": keys[0], "max_date": keys[1]})
-        command = ["run", "--select", f"tag:{LIVE_TAG}", "--vars", dates]
-        with dbt_pointed_at(settings, build, LIVE_SLOT):  # under the publish lock: one live run at a time
+        command = ["run", "--select", f"tag:{LIVE_TAG}"]
+        with dbt_pointed_at(settings, build, LIVE_SLOT, keys):  # under the publish lock: one live run at a time
             dbt.cli(command, target_path=dbt_target(settings, LIVE_SLOT)).wait()
     warehouse.record_pins(build, warehouse.LIVE_PINS, now)
     return keys
