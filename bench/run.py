@@ -58,7 +58,7 @@ def table(rows: list[tuple[str, dict[str, float] | float | None, str]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small sizes, one repetition: a smoke run (3-4 min)")
+    parser.add_argument("--quick", action="store_true", help="small sizes, one repetition: a smoke run (~3 min)")
     parser.add_argument("--repeat", type=int, help="repetitions per figure (default 3; 1 with --quick)")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {', '.join(STAGES)}")
     args = parser.parse_args()
