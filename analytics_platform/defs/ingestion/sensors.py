@@ -8,6 +8,7 @@ offsets, so a steady stream never waits a run launch.
 """
 
 import time
+from collections.abc import Sequence
 
 import dagster as dg
 
@@ -22,9 +23,13 @@ SENSOR_INTERVAL_S = 5  # Dagster's floor; the default 30 s would dominate freshn
 HANDOFF_S = 60.0
 
 
-def successor_due(run: "dg.RunRecord", follow_s: float, now: float) -> bool:
-    """Whether ``run`` (the only one in flight) follows its topic and ends within HANDOFF_S."""
-    return follow_s > 0 and now >= run.create_timestamp.timestamp() + follow_s - HANDOFF_S
+def handover_from(in_flight: Sequence[dg.RunRecord], follow_s: float, now: float) -> str | None:
+    """The run a successor should take over from: the only run in flight, if it follows (``follow_s``)
+    and is due to end within HANDOFF_S; None when no successor is due."""
+    if len(in_flight) != 1 or follow_s <= 0:
+        return None
+    run = in_flight[0]
+    return run.dagster_run.run_id if now >= run.create_timestamp.timestamp() + follow_s - HANDOFF_S else None
 
 
 def ingest_job(event_type: EventType):  # -> the unresolved asset job dagster builds lazily
@@ -49,8 +54,7 @@ def build_ingest_sensor(event_type: EventType, job) -> dg.SensorDefinition:
     def ingest_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource) -> dg.SensorResult:
         settings = platform.settings()
         in_flight = context.instance.get_run_records(dg.RunsFilter(job_name=job.name, statuses=IN_FLIGHT), limit=2)
-        if len(in_flight) == 1 and successor_due(in_flight[0], settings.ingest_follow_s, time.time()):
-            predecessor = in_flight[0].dagster_run.run_id
+        if predecessor := handover_from(in_flight, settings.ingest_follow_s, time.time()):
             return dg.SensorResult(
                 run_requests=[
                     dg.RunRequest(

@@ -25,7 +25,7 @@ from pydantic import Field
 
 from analytics_platform import warehouse
 from analytics_platform.defs.ingestion.assets import wait_for_run_to_end
-from analytics_platform.defs.ingestion.sensors import IN_FLIGHT, successor_due
+from analytics_platform.defs.ingestion.sensors import IN_FLIGHT, SENSOR_INTERVAL_S, handover_from
 from analytics_platform.defs.resources import PlatformResource
 from analytics_platform.defs.transform.project import dbt_pointed_at, dbt_project, dbt_target
 from analytics_platform.defs.transform.sensors import partition_range, raw_snapshot_ids, touched_days
@@ -36,7 +36,6 @@ from analytics_platform.settings import Settings
 LIVE_TAG = "live"
 LIVE_JOB = "follow_live_facts"
 LIVE_SLOT = "live"
-SENSOR_INTERVAL_S = 5
 
 
 @cache
@@ -186,8 +185,7 @@ def follow_live_facts_job() -> None:
 def live_facts_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource) -> dg.SensorResult:
     settings = platform.settings()
     in_flight = context.instance.get_run_records(dg.RunsFilter(job_name=LIVE_JOB, statuses=IN_FLIGHT), limit=2)
-    if len(in_flight) == 1 and successor_due(in_flight[0], settings.marts_follow_s, time.time()):
-        predecessor = in_flight[0].dagster_run.run_id
+    if predecessor := handover_from(in_flight, settings.marts_follow_s, time.time()):
         run_config = _follow_run_config(settings.marts_follow_s, after_run=predecessor)
         return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"after:{predecessor}", run_config=run_config)])
     if in_flight:
