@@ -16,8 +16,8 @@ from typing import Annotated
 
 import typer
 
-from analytics_platform import broker as embedded_broker
 from analytics_platform.exceptions import PlatformError
+from analytics_platform.kafka import broker as embedded_broker
 from analytics_platform.settings import Settings, get_settings
 
 app = typer.Typer(
@@ -88,7 +88,8 @@ def topics_create(
     ] = None,
 ) -> None:
     """Create the events.<type> topics that do not exist yet."""
-    from analytics_platform.topics import create_topics, event_topics
+    from analytics_platform.contracts.envelope import event_topics
+    from analytics_platform.kafka.admin import create_topics
 
     settings = _settings()
     created = create_topics(settings.bootstrap_servers, partitions or settings.topic_partitions)
@@ -111,9 +112,9 @@ def generate(
     """Produce a synthetic e-commerce stream (sessions flowing visit -> cart -> checkout -> purchase)."""
     from datetime import UTC
 
-    from analytics_platform.generator import DEFAULT_START, generate_events, live_sessions
-    from analytics_platform.producer import producer_options, publish
-    from analytics_platform.topics import create_topics
+    from analytics_platform.kafka.admin import create_topics
+    from analytics_platform.kafka.producer import producer_options, publish
+    from analytics_platform.sim.generator import DEFAULT_START, generate_events, live_sessions
 
     settings = _settings()
     create_topics(settings.bootstrap_servers, settings.topic_partitions)
@@ -149,8 +150,8 @@ def ingest(
     topic: Annotated[list[str] | None, typer.Option(help="Topic(s) to ingest (default: every events.* topic).")] = None,
 ) -> None:
     """Land everything new in Kafka into the raw Iceberg tables, batch by batch, through the sensors' job."""
-    from analytics_platform.orchestration import ingest_through_dagster
-    from analytics_platform.topics import event_topics
+    from analytics_platform.contracts.envelope import event_topics
+    from analytics_platform.local.orchestration import ingest_through_dagster
 
     settings = _settings()
     for name in topic or event_topics():
@@ -164,7 +165,7 @@ def ingest(
 @app.command()
 def build() -> None:
     """Build every dbt model through Dagster into a new DuckDB file and publish it atomically."""
-    from analytics_platform.orchestration import build_marts
+    from analytics_platform.local.orchestration import build_marts
 
     settings = _settings()
     elapsed = build_marts(settings)
@@ -179,7 +180,7 @@ def backfill(
     last: Annotated[datetime, typer.Option("--to", help="Last UTC day to rebuild, inclusive.", formats=["%Y-%m-%d"])],
 ) -> None:
     """Delete and rebuild the daily facts of exactly these days (one ranged Dagster run), e.g. after late events."""
-    from analytics_platform.orchestration import backfill_daily
+    from analytics_platform.local.orchestration import backfill_daily
 
     if last < first:
         _fail(f"--to {last:%Y-%m-%d} is before --from {first:%Y-%m-%d}")
@@ -190,8 +191,8 @@ def backfill(
 @app.command()
 def summary() -> None:
     """Print events landed per type, dead letters, daily active users and the funnel."""
-    from analytics_platform import report
-    from analytics_platform.ingest.lakehouse import load_catalog
+    from analytics_platform.lakehouse.catalog import load_catalog
+    from analytics_platform.local import report
 
     settings = _settings()
     _echo(report.render(report.collect(load_catalog(settings), settings)))
@@ -204,7 +205,7 @@ def demo(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
 ) -> None:
     """End to end: broker, generated stream, sensor-driven ingestion, dbt build, summary; then stop."""
-    from analytics_platform.demo import run_demo
+    from analytics_platform.local.demo import run_demo
 
     run_demo(_settings(), events=events, days=days, seed=seed, echo=_echo)
 
@@ -215,7 +216,7 @@ def dev(
     port: Annotated[int, typer.Option(help="Port of the Dagster webserver.")] = 3000,
 ) -> None:
     """Broker + live generator + `dagster dev` (webserver and daemon, sensors on). Ctrl-C stops all."""
-    from analytics_platform.demo import run_dev
+    from analytics_platform.local.dev import run_dev
 
     run_dev(_settings(), rate=rate, port=port, echo=_echo)
 
@@ -223,14 +224,16 @@ def dev(
 @offsets_app.command("show")
 def offsets_show() -> None:
     """Print, per topic, the next offset to read as stored in its raw table's latest ingest snapshot."""
-    from analytics_platform.events import EVENT_TYPES
-    from analytics_platform.ingest.lakehouse import load_catalog, raw_table
-    from analytics_platform.ingest.offsets import stored_offsets
+    from analytics_platform.contracts.envelope import event_types
+    from analytics_platform.lakehouse.catalog import load_catalog
+    from analytics_platform.lakehouse.offsets import StoredOffsets, stored_offsets
+    from analytics_platform.lakehouse.tables import open_raw_table
 
     settings = _settings()
     catalog = load_catalog(settings)
-    for event_type in EVENT_TYPES.values():
-        stored = stored_offsets(raw_table(catalog, settings, event_type), event_type.topic)
+    for event_type in event_types().values():
+        table = open_raw_table(catalog, settings, event_type)
+        stored = stored_offsets(table, event_type.topic) if table is not None else StoredOffsets(event_type.topic)
         _echo(
             f"{event_type.topic}: next offsets {stored.next_offsets or '{} (nothing landed)'} "
             f"(snapshot {stored.snapshot_id})"
@@ -246,16 +249,17 @@ def offsets_reset(
     Records an empty snapshot whose offsets are the new log's first offsets, so the reset is visible
     in the table's history. Events that were in the old log and not yet landed are not recoverable.
     """
-    from analytics_platform.events import event_type_for_topic
-    from analytics_platform.ingest.kafka_reader import log_bounds
-    from analytics_platform.ingest.lakehouse import load_catalog, raw_table
-    from analytics_platform.ingest.offsets import reset_offsets
+    from analytics_platform.contracts.envelope import event_type_for_topic
+    from analytics_platform.kafka.reader import log_bounds
+    from analytics_platform.lakehouse.catalog import load_catalog
+    from analytics_platform.lakehouse.offsets import reset_offsets
+    from analytics_platform.lakehouse.tables import ensure_raw_table
 
     settings = _settings()
     catalog = load_catalog(settings)
     for name in topic:
         bounds = log_bounds(settings.bootstrap_servers, name)
-        table = raw_table(catalog, settings, event_type_for_topic(name))
+        table = ensure_raw_table(catalog, settings, event_type_for_topic(name))
         starts = {p: b.start for p, b in bounds.items()}
         snapshot_id = reset_offsets(table, name, starts, reason="analytics-platform offsets reset")
         _echo(f"{name}: offsets reset to {starts} (snapshot {snapshot_id})")
@@ -314,8 +318,8 @@ def dead_letters_list(
     limit: Annotated[int, typer.Option(help="Show at most this many.")] = 20,
 ) -> None:
     """Dead letters not replayed yet: where they came from and why they were rejected."""
-    from analytics_platform.ingest.lakehouse import load_catalog
     from analytics_platform.ingest.replay import pending_dead_letters
+    from analytics_platform.lakehouse.catalog import load_catalog
 
     settings = _settings()
     pending = pending_dead_letters(load_catalog(settings), settings, topic=topic)
@@ -364,8 +368,9 @@ def reset(
     """Drop the raw tables and delete the platform home (warehouse, marts, Dagster history)."""
     from pyiceberg.exceptions import NoSuchTableError
 
-    from analytics_platform.ingest.lakehouse import DEAD_LETTER_TABLE, REPLAYS_TABLE, load_catalog, table_identifier
-    from analytics_platform.topics import event_topics
+    from analytics_platform.contracts.envelope import event_topics
+    from analytics_platform.lakehouse.catalog import load_catalog
+    from analytics_platform.lakehouse.tables import DEAD_LETTER_TABLE, REPLAYS_TABLE, table_identifier
 
     settings = _settings()
     if not yes:

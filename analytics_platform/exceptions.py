@@ -1,8 +1,10 @@
-"""Errors the platform raises, split by whether retrying can help.
+"""Every error the platform raises on purpose, split by whether retrying can help.
 
-A :class:`TransientError` (broker briefly unreachable, a concurrent commit) may succeed on retry;
-a :class:`TerminalError` (bad configuration, a Kafka log that no longer matches the offsets stored in
-Iceberg) will fail the same way until a person acts, so its message says what to do.
+A :class:`TransientError` (broker briefly unreachable, a concurrent commit, a database restarting)
+may succeed on retry, so Dagster retries it with backoff; a :class:`TerminalError` (bad
+configuration, a Kafka log that no longer matches the offsets stored in Iceberg, an incompatible
+schema) fails the same way until a person acts, so it is never retried and its message says what
+to do. :func:`analytics_platform.defs.retries.classify` maps other libraries' errors onto the two.
 """
 
 
@@ -23,16 +25,44 @@ class ConfigError(TerminalError, ValueError):
 
 
 class BrokerError(TerminalError):
-    """The embedded broker cannot be started, stopped or reached."""
+    """The embedded broker cannot be started or stopped, or a topic is missing."""
+
+
+class BrokerUnavailableError(TransientError):
+    """Kafka cannot be reached right now (it may be starting or restarting)."""
+
+
+class DeliveryError(TransientError):
+    """Some produced messages were not acknowledged by the broker."""
 
 
 class OffsetMismatchError(TerminalError):
     """The Kafka log no longer holds the offsets stored in Iceberg (e.g. the memory-only broker restarted)."""
 
 
+class ConcurrentIngestError(TransientError):
+    """Another writer landed a batch for the same topic first; re-plan from the offsets now stored."""
+
+
+class SchemaRegistryError(TerminalError):
+    """A schema file is invalid or a version breaks its compatibility mode; the message names the fix."""
+
+
+class UnknownSchemaVersion(TerminalError, KeyError):
+    """An event claims a schema version the registry does not hold."""
+
+
+class TableNotFoundError(TerminalError):
+    """A table that is only read was never created (nothing was ingested yet)."""
+
+
+class ModelBuildError(TerminalError):
+    """dbt failed (a model's SQL or a data test); the published marts are unchanged."""
+
+
 class QualityGateError(TerminalError):
     """A blocking quality check on raw data failed, so the models downstream were not built."""
 
 
-class ConcurrentIngestError(TransientError):
-    """Another writer landed a batch for the same topic first; re-plan from the offsets now stored."""
+class WarehouseFullError(TerminalError):
+    """The disk holding the DuckDB builds is full; the published marts are unchanged."""

@@ -39,13 +39,14 @@ def grow(settings, factor: int, *, only_day: date | None = None) -> int:  # type
     one copy of the original first day's rows moved to that day. Returns the rows appended."""
     import polars as pl
 
-    from analytics_platform.events import EVENT_TYPES
-    from analytics_platform.ingest.lakehouse import load_catalog, raw_table
+    from analytics_platform.contracts.envelope import event_types
+    from analytics_platform.lakehouse.catalog import load_catalog
+    from analytics_platform.lakehouse.tables import ensure_raw_table
 
     catalog = load_catalog(settings)
     appended = 0
-    for event_type in EVENT_TYPES.values():
-        table = raw_table(catalog, settings, event_type)
+    for event_type in event_types().values():
+        table = ensure_raw_table(catalog, settings, event_type)
         original = pl.from_arrow(table.scan().to_arrow())
         original = original.filter(~pl.col("session_id").str.contains("~"))  # type: ignore[union-attr]
         if original.is_empty():

@@ -28,7 +28,7 @@ COMMIT_CAPTURE_EVERY = 10  # polls: well within the snapshot history ingestion k
 
 
 def _stamped(events: list[dict[str, Any]], stamps: list[float] | None = None) -> Iterator[dict[str, Any]]:
-    from analytics_platform.generator import format_timestamp
+    from analytics_platform.sim.generator import format_timestamp
 
     for event in events:
         now = datetime.now(UTC)
@@ -46,10 +46,10 @@ def _wait(condition, timeout_s: float, what: str) -> None:  # type: ignore[no-un
 
 
 def _mart_counts(settings, since: datetime) -> dict[tuple[datetime, str], int]:  # type: ignore[no-untyped-def]
-    from analytics_platform import warehouse
+    from analytics_platform.warehouse import connections
 
     try:
-        with warehouse.connect_marts(settings) as con:
+        with connections.connect_marts(settings) as con:
             rows = con.execute(
                 "select event_minute, event_type, event_count from marts.fct_events_per_minute where event_minute >= ?",
                 [since.replace(second=0, microsecond=0)],
@@ -60,8 +60,8 @@ def _mart_counts(settings, since: datetime) -> dict[tuple[datetime, str], int]: 
 
 
 def _total_landed(settings) -> int:  # type: ignore[no-untyped-def]
-    from analytics_platform.ingest.lakehouse import load_catalog
-    from analytics_platform.report import landed_counts
+    from analytics_platform.lakehouse.catalog import load_catalog
+    from analytics_platform.local.report import landed_counts
 
     return sum(landed_counts(load_catalog(settings), settings)[0].values())
 
@@ -70,13 +70,14 @@ def _capture_commits(settings, commits: dict[tuple[str, str], float]) -> None:  
     """Add each raw snapshot's commit time, keyed by (table, the ``ingested_at`` it stamped on its rows).
 
     Ingestion expires old snapshots (PLATFORM_RAW_SNAPSHOTS_KEPT), so the stage records them as it goes."""
-    from analytics_platform.events import EVENT_TYPES
-    from analytics_platform.ingest.batch import INGESTED_AT_KEY
-    from analytics_platform.ingest.lakehouse import load_catalog, raw_table
+    from analytics_platform.contracts.envelope import event_types
+    from analytics_platform.lakehouse.catalog import load_catalog
+    from analytics_platform.lakehouse.snapshots import INGESTED_AT_KEY
+    from analytics_platform.lakehouse.tables import ensure_raw_table
 
     catalog = load_catalog(settings)
-    for name, event_type in EVENT_TYPES.items():
-        for snapshot in raw_table(catalog, settings, event_type).snapshots():
+    for name, event_type in event_types().items():
+        for snapshot in ensure_raw_table(catalog, settings, event_type).snapshots():
             properties = snapshot.summary.additional_properties if snapshot.summary else {}
             if INGESTED_AT_KEY in properties:
                 commits[(name, properties[INGESTED_AT_KEY])] = snapshot.timestamp_ms / 1000
@@ -84,14 +85,15 @@ def _capture_commits(settings, commits: dict[tuple[str, str], float]) -> None:  
 
 def _landed(settings, since: datetime, commits: dict[tuple[str, str], float]) -> list[tuple[str, datetime, float]]:  # type: ignore[no-untyped-def]
     """(event type, event time, commit time of its snapshot) of every raw row stamped at or after ``since``."""
-    from analytics_platform.events import EVENT_TYPES
-    from analytics_platform.ingest.lakehouse import load_catalog, raw_table
+    from analytics_platform.contracts.envelope import event_types
+    from analytics_platform.lakehouse.catalog import load_catalog
+    from analytics_platform.lakehouse.tables import ensure_raw_table
 
     _capture_commits(settings, commits)
     catalog = load_catalog(settings)
     rows = []
-    for name, event_type in EVENT_TYPES.items():
-        table = raw_table(catalog, settings, event_type)
+    for name, event_type in event_types().items():
+        table = ensure_raw_table(catalog, settings, event_type)
         scan = table.scan(row_filter=f"event_at >= '{since.isoformat()}'", selected_fields=("event_at", "ingested_at"))
         data = scan.to_arrow()
         for event_at, ingested_at in zip(
@@ -148,10 +150,10 @@ def _commit_seconds_by_minute(instance, started: float) -> list[float]:  # type:
 
     import dagster as dg
 
-    from analytics_platform.events import EVENT_TYPES
+    from analytics_platform.contracts.envelope import event_types
 
     by_minute: dict[int, list[float]] = defaultdict(list)
-    for name in EVENT_TYPES:
+    for name in event_types():
         for record in instance.fetch_materializations(dg.AssetKey(["raw", name]), limit=10_000).records:
             metadata = record.asset_materialization.metadata if record.asset_materialization else {}
             if record.timestamp >= started and "seconds" in metadata and "micro_batches" not in metadata:
@@ -178,15 +180,16 @@ def _live_refreshes(instance, started: float) -> list[dict[str, Any]]:  # type: 
 def run(workdir: Path, *, rate: float, duration_s: float, settle_marts: bool = True, echo) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     """Without ``settle_marts`` (the quick smoke run), neither the warm-up nor the end waits for the marts
     (the first full build then falls in the measured window, and the mart figures are lower bounds)."""
-    from analytics_platform import broker
-    from analytics_platform.demo import BIN, REPO_ROOT, WORKSPACE
-    from analytics_platform.generator import generate_events
-    from analytics_platform.ingest.lakehouse import ensure_tables, load_catalog
-    from analytics_platform.instance import get_instance, prepare_dagster_home
-    from analytics_platform.processes import spawn, stop_group
-    from analytics_platform.producer import publish
+    from analytics_platform.kafka import broker
+    from analytics_platform.kafka.admin import create_topics
+    from analytics_platform.kafka.producer import publish
+    from analytics_platform.lakehouse.catalog import load_catalog
+    from analytics_platform.lakehouse.tables import ensure_tables
+    from analytics_platform.local.dev import BIN, REPO_ROOT, WORKSPACE
+    from analytics_platform.local.instance import get_instance, prepare_dagster_home
+    from analytics_platform.local.processes import spawn, stop_group
     from analytics_platform.settings import get_settings
-    from analytics_platform.topics import create_topics
+    from analytics_platform.sim.generator import generate_events
 
     home = workdir / "freshness"
     isolate(home, free_port())

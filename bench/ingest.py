@@ -27,8 +27,8 @@ def grow_backlog(events: list[dict[str, Any]], copies: int, bootstrap_servers: s
     id replaced: growing the backlog costs Kafka's time, not re-validating millions of identical envelopes."""
     from confluent_kafka import Producer
 
-    from analytics_platform.events import encode_event
-    from analytics_platform.producer import LINGER_MS
+    from analytics_platform.contracts.envelope import encode_event
+    from analytics_platform.kafka.producer import LINGER_MS
 
     producer = Producer(
         {
@@ -56,11 +56,11 @@ def grow_backlog(events: list[dict[str, Any]], copies: int, bootstrap_servers: s
 
 
 def run(workdir: Path, *, events: int, memory_events: int, repeat: int, start: datetime, echo) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    from analytics_platform import broker
-    from analytics_platform.generator import generate_events
-    from analytics_platform.producer import publish
+    from analytics_platform.kafka import broker
+    from analytics_platform.kafka.admin import create_topics
+    from analytics_platform.kafka.producer import publish
     from analytics_platform.settings import get_settings
-    from analytics_platform.topics import create_topics
+    from analytics_platform.sim.generator import generate_events
 
     port = free_port()
     isolate(workdir / "broker-home", port)

@@ -26,11 +26,11 @@ def main() -> None:
 
     from pyinstrument import Profiler
 
-    from analytics_platform import broker
-    from analytics_platform.generator import generate_events
-    from analytics_platform.producer import publish
+    from analytics_platform.kafka import broker
+    from analytics_platform.kafka.admin import create_topics
+    from analytics_platform.kafka.producer import publish
     from analytics_platform.settings import get_settings
-    from analytics_platform.topics import create_topics
+    from analytics_platform.sim.generator import generate_events
 
     with tempfile.TemporaryDirectory(prefix="bench-profile-") as home:
         isolate(Path(home), free_port())
@@ -41,8 +41,8 @@ def main() -> None:
             publish(generate_events(args.events, seed=42, days=3), settings.bootstrap_servers)
             profiler = Profiler(interval=0.005)
             with profiler:
-                from analytics_platform.instance import get_instance
-                from analytics_platform.orchestration import tick_ingest_sensors
+                from analytics_platform.local.instance import get_instance
+                from analytics_platform.local.orchestration import tick_ingest_sensors
 
                 instance = get_instance(settings)
                 while ticked := tick_ingest_sensors(settings, instance, log_level="ERROR"):

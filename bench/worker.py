@@ -32,11 +32,12 @@ def ceiling(events: int) -> dict[str, float]:
     import polars as pl
     from confluent_kafka import KafkaError, TopicPartition
 
+    from analytics_platform.contracts.envelope import event_types
     from analytics_platform.contracts.registry import load_registry
-    from analytics_platform.events import EVENT_TYPES
     from analytics_platform.ingest import decode
-    from analytics_platform.ingest.kafka_reader import RawMessages, make_consumer, topic_partitions
-    from analytics_platform.ingest.lakehouse import _day_spec, load_catalog, raw_table_schema
+    from analytics_platform.kafka.reader import RawMessages, make_consumer, topic_partitions
+    from analytics_platform.lakehouse.catalog import load_catalog
+    from analytics_platform.lakehouse.tables import _day_spec, raw_table_schema
     from analytics_platform.settings import get_settings
 
     settings = get_settings()
@@ -46,7 +47,7 @@ def ceiling(events: int) -> dict[str, float]:
     started = time.perf_counter()
     consumer = make_consumer(settings.bootstrap_servers)
     landed = 0
-    for event_type in EVENT_TYPES.values():
+    for event_type in event_types().values():
         contract = registry.contract(event_type.name)
         schema = raw_table_schema(contract)
         table = catalog.create_table(
@@ -93,11 +94,11 @@ def platform(events: int) -> dict[str, float]:
     import dagster as dg
 
     import analytics_platform.definitions  # noqa: F401  (imported before the clock starts, as in a warm process)
-    from analytics_platform.events import EVENT_TYPES
-    from analytics_platform.ingest.lakehouse import load_catalog
-    from analytics_platform.instance import get_instance
-    from analytics_platform.orchestration import tick_ingest_sensors
-    from analytics_platform.report import landed_counts
+    from analytics_platform.contracts.envelope import event_types
+    from analytics_platform.lakehouse.catalog import load_catalog
+    from analytics_platform.local.instance import get_instance
+    from analytics_platform.local.orchestration import tick_ingest_sensors
+    from analytics_platform.local.report import landed_counts
     from analytics_platform.settings import get_settings
 
     settings = get_settings()
@@ -113,7 +114,7 @@ def platform(events: int) -> dict[str, float]:
     assert sum(landed.values()) == events and dead == 0, (landed, dead, events)
     stages = {"consume": 0.0, "decode": 0.0, "commit": 0.0}
     batches = 0
-    for name in EVENT_TYPES:
+    for name in event_types():
         for record in instance.fetch_materializations(dg.AssetKey(["raw", name]), limit=10_000).records:
             metadata = record.asset_materialization.metadata if record.asset_materialization else {}
             batches += int(metadata["micro_batches"].value) if "micro_batches" in metadata else 0  # type: ignore[arg-type]
@@ -134,7 +135,7 @@ def platform(events: int) -> dict[str, float]:
 
 def run_once(topic: str) -> dict[str, float]:
     """One ingest run of ``topic`` in a process of its own, as the daemon launches it: its peak memory."""
-    from analytics_platform.orchestration import ingest_through_dagster
+    from analytics_platform.local.orchestration import ingest_through_dagster
     from analytics_platform.settings import get_settings
 
     started = time.perf_counter()
@@ -143,7 +144,7 @@ def run_once(topic: str) -> dict[str, float]:
 
 
 def build(what: str, day: str | None = None) -> dict[str, float]:
-    from analytics_platform.orchestration import backfill_daily, build_marts
+    from analytics_platform.local.orchestration import backfill_daily, build_marts
     from analytics_platform.settings import get_settings
 
     settings = get_settings()

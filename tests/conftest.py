@@ -16,9 +16,9 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from analytics_platform import broker as embedded_broker
+from analytics_platform.kafka import broker as embedded_broker
+from analytics_platform.kafka.admin import create_topics
 from analytics_platform.settings import Settings, get_settings
-from analytics_platform.topics import create_topics
 
 POSTGRES_ADMIN_DSN = os.environ.get("TEST_POSTGRES_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
 

@@ -13,12 +13,13 @@ from typing import Any, TypeVar
 import pyarrow as pa
 from confluent_kafka import Producer
 
+from analytics_platform.contracts.envelope import event_types
 from analytics_platform.contracts.registry import DEFAULT_SCHEMA_DIR
-from analytics_platform.events import EVENT_TYPES
-from analytics_platform.generator import generate_events
-from analytics_platform.ingest.lakehouse import load_catalog, raw_table
-from analytics_platform.producer import publish
+from analytics_platform.kafka.producer import publish
+from analytics_platform.lakehouse.catalog import load_catalog
+from analytics_platform.lakehouse.tables import ensure_raw_table
 from analytics_platform.settings import Settings
+from analytics_platform.sim.generator import generate_events
 
 T = TypeVar("T")
 
@@ -34,7 +35,7 @@ def produce_events(settings: Settings, events: list[dict[str, Any]]) -> None:
 
 
 def landed(settings: Settings, event_type: str) -> pa.Table:
-    table = raw_table(load_catalog(settings), settings, EVENT_TYPES[event_type])
+    table = ensure_raw_table(load_catalog(settings), settings, event_types()[event_type])
     return table.scan().to_arrow()
 
 

@@ -9,10 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from analytics_platform.generator import generate_events
-from analytics_platform.ingest.kafka_reader import log_bounds
+from analytics_platform.contracts.envelope import event_topics
+from analytics_platform.kafka.reader import log_bounds
 from analytics_platform.settings import get_settings
-from analytics_platform.topics import event_topics
+from analytics_platform.sim.generator import generate_events
 
 CLI = str(Path(sys.executable).parent / "analytics-platform")
 

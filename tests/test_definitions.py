@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from analytics_platform.instance import prepare_dagster_home
+from analytics_platform.local.instance import prepare_dagster_home
 from analytics_platform.settings import get_settings
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,12 +13,12 @@ from datetime import UTC, date, datetime
 import dagster as dg
 import pytest
 
-from analytics_platform import warehouse
-from analytics_platform.defs.ingestion.sensors import ingest_sensors
+from analytics_platform.definitions import ingestion_only
 from analytics_platform.defs.resources import PlatformResource
-from analytics_platform.instance import get_instance
-from analytics_platform.orchestration import build_marts, tick_ingest_sensors
+from analytics_platform.local.instance import get_instance
+from analytics_platform.local.orchestration import build_marts, tick_ingest_sensors
 from analytics_platform.settings import Settings, get_settings
+from analytics_platform.warehouse import connections
 from tests.helpers import counts_by_type, event_ids, produce
 
 
@@ -49,7 +49,7 @@ def test_sensors_ingest_then_dbt_marts_equal_independent_computation(
         assert len(ids) == len(set(ids)) == count
 
     build_marts(settings)
-    with warehouse.connect_marts(settings) as con:
+    with connections.connect_marts(settings) as con:
         dau = dict(con.execute("select activity_date, dau from marts.fct_daily_active_users").fetchall())
         per_minute = {
             (minute.astimezone(UTC), event_type): count
@@ -71,7 +71,7 @@ def test_sensors_ingest_then_dbt_marts_equal_independent_computation(
 def test_sensor_run_key_is_the_offset_range_and_in_flight_runs_hold_the_sensor(broker: Settings) -> None:
     produce(broker, 2_000)
     instance = get_instance(broker)
-    sensor = next(s for s in ingest_sensors if s.name == "ingest_purchase_sensor")
+    sensor = ingestion_only().resolve_sensor_def("ingest_purchase_sensor")
 
     def evaluate() -> dg.SensorResult:
         with dg.build_sensor_context(instance=instance, resources={"platform": PlatformResource()}) as context:

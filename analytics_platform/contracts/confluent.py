@@ -15,8 +15,9 @@ from typing import TypeVar
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError as ConfluentError
 
-from analytics_platform.contracts.registry import TOPIC_PREFIX, Contract, SchemaRegistryError, SchemaVersion
-from analytics_platform.exceptions import TransientError
+from analytics_platform.contracts.envelope import TOPIC_PREFIX
+from analytics_platform.contracts.registry import Contract, SchemaVersion
+from analytics_platform.exceptions import SchemaRegistryError, TransientError
 
 T = TypeVar("T")
 

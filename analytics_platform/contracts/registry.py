@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import avro.errors
 import avro.schema
@@ -31,43 +31,14 @@ from analytics_platform.contracts.compatibility import (
     check_compatibility,
     check_storage_evolution,
 )
-from analytics_platform.exceptions import TerminalError
+from analytics_platform.contracts.envelope import ENVELOPE, TOPIC_PREFIX
+from analytics_platform.contracts.types import AVRO_PRIMITIVE_KINDS, FieldKind
+from analytics_platform.exceptions import SchemaRegistryError, UnknownSchemaVersion
 
 DEFAULT_SCHEMA_DIR = Path(__file__).parent / "schemas"
 COMPATIBILITY_FILE = "compatibility.yaml"
-TOPIC_PREFIX = "events."
-FieldKind = Literal["string", "int", "long", "double", "boolean", "decimal"]
 FIELD_CHECKS = frozenset({"non_negative", "currency_code"})
-
-# The envelope every event type shares: name -> Avro type. The raw tables' columns depend on it.
-ENVELOPE: dict[str, str] = {
-    "event_id": "string",
-    "event_type": "string",
-    "timestamp": "string",
-    "source": "string",
-    "user_id": "string",
-    "session_id": "string",
-    "correlation_id": "string",
-    "payload": "record",
-    "schema_version": "int",
-}
 _VERSION_FILE = re.compile(r"^v([1-9][0-9]*)\.avsc$")
-_PRIMITIVE_KINDS: dict[str, FieldKind] = {
-    "string": "string",
-    "int": "int",
-    "long": "long",
-    "double": "double",
-    "float": "double",
-    "boolean": "boolean",
-}
-
-
-class SchemaRegistryError(TerminalError):
-    """A schema file is invalid or a version breaks its compatibility mode; the message names the fix."""
-
-
-class UnknownSchemaVersion(KeyError):
-    """An event claims a schema version the registry does not hold."""
 
 
 @dataclass(frozen=True)
@@ -213,8 +184,8 @@ def _kind(avro_type: Any, where: str) -> tuple[FieldKind, bool, int, int]:
         if "precision" not in avro_type:
             raise SchemaRegistryError(f'{where}: a decimal needs "precision" (and "scale"), e.g. 12 and 2')
         return "decimal", required, int(avro_type["precision"]), int(avro_type.get("scale", 0))
-    if isinstance(avro_type, str) and avro_type in _PRIMITIVE_KINDS:
-        return _PRIMITIVE_KINDS[avro_type], required, 0, 0
+    if isinstance(avro_type, str) and avro_type in AVRO_PRIMITIVE_KINDS:
+        return AVRO_PRIMITIVE_KINDS[avro_type], required, 0, 0
     raise SchemaRegistryError(
         f"{where}: type {json.dumps(avro_type)} is not supported in payloads; use string, int, long, double, "
         'boolean or a bytes decimal (optional as ["null", T] with "default": null)'

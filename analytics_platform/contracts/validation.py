@@ -8,23 +8,14 @@ only; value rules (bounds, currency codes, uniqueness) are the batch gates' job.
 from __future__ import annotations
 
 import functools
-from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import msgspec
 
-from analytics_platform.contracts.registry import ENVELOPE, Contract, FieldKind, PayloadField, UnknownSchemaVersion
-
-NOT_STRINGS = ("payload", "schema_version")
-_INT32 = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
-_PYTHON_TYPES: dict[FieldKind, Any] = {
-    "string": str,
-    "int": _INT32,
-    "long": int,
-    "double": float,
-    "boolean": bool,
-    "decimal": Decimal,
-}
+from analytics_platform.contracts.envelope import ENVELOPE, ENVELOPE_STRINGS
+from analytics_platform.contracts.registry import Contract, PayloadField
+from analytics_platform.contracts.types import KINDS
+from analytics_platform.exceptions import UnknownSchemaVersion
 
 
 def _struct_name(event_type: str, suffix: str) -> str:
@@ -34,24 +25,12 @@ def _struct_name(event_type: str, suffix: str) -> str:
 def envelope_struct(event_type: str, payload: tuple[PayloadField, ...], version: Any) -> type[msgspec.Struct]:
     """A msgspec struct of the envelope; ``version`` is the ``schema_version`` type (an int or a Literal)."""
     annotations = [
-        (f.name, _PYTHON_TYPES[f.kind]) if f.required else (f.name, _PYTHON_TYPES[f.kind] | None, None)
+        (f.name, KINDS[f.kind].python) if f.required else (f.name, KINDS[f.kind].python | None, None)
         for f in sorted(payload, key=lambda f: not f.required)
     ]
     payload_struct = msgspec.defstruct(_struct_name(event_type, "Payload"), annotations)
-    return msgspec.defstruct(
-        _struct_name(event_type, "Event"),
-        [
-            ("event_id", str),
-            ("event_type", Literal[event_type]),
-            ("timestamp", str),
-            ("source", str),
-            ("user_id", str),
-            ("session_id", str),
-            ("correlation_id", str),
-            ("payload", payload_struct),
-            ("schema_version", version),
-        ],
-    )
+    special: dict[str, Any] = {"event_type": Literal[event_type], "payload": payload_struct, "schema_version": version}
+    return msgspec.defstruct(_struct_name(event_type, "Event"), [(name, special.get(name, str)) for name in ENVELOPE])
 
 
 @functools.cache
@@ -69,9 +48,9 @@ def storage_struct(contract: Contract) -> type[msgspec.Struct]:
     payload = msgspec.defstruct(
         _struct_name(contract.event_type, "StoredPayload"),
         # Plain int for int32 fields too: the gate's fits_int32 check reports out-of-range values.
-        [(f.name, (int if f.kind == "int" else _PYTHON_TYPES[f.kind]) | None, None) for f in contract.storage_fields],
+        [(f.name, (int if f.kind == "int" else KINDS[f.kind].python) | None, None) for f in contract.storage_fields],
     )
-    envelope: list[tuple[str, Any, None]] = [(name, str | None, None) for name in ENVELOPE if name not in NOT_STRINGS]
+    envelope: list[tuple[str, Any, None]] = [(name, str | None, None) for name in ENVELOPE_STRINGS]
     envelope += [("payload", payload | None, None), ("schema_version", int | None, None)]
     return msgspec.defstruct(_struct_name(contract.event_type, "StoredEvent"), envelope)
 

@@ -1,7 +1,5 @@
 """Dagster resources shared by every domain."""
 
-from __future__ import annotations
-
 import dagster as dg
 
 from analytics_platform.settings import Settings, get_settings

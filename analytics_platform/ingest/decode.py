@@ -5,7 +5,7 @@ schema, so no field is guessed or dropped; unlike polars' NDJSON reader it refus
 object where the schema says string instead of coercing it). Only when that parse fails, because some message is not a
 JSON object of the right types, does the slow path validate message by message with msgspec to find
 the culprits; the good messages then take the fast path again. Parsed rows then pass the batch gate
-(:mod:`analytics_platform.contracts.gates`). Every message ends up either in ``rows`` or in
+(:mod:`analytics_platform.ingest.gate`). Every message ends up either in ``rows`` or in
 ``dead_letters`` with its failed checks and a reason; nothing is dropped and nothing raises on bad data.
 """
 
@@ -22,24 +22,17 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.json as pa_json
 
-from analytics_platform.contracts.gates import GateContext, gate
-from analytics_platform.contracts.registry import ENVELOPE, Contract, FieldKind
+from analytics_platform.contracts.envelope import ENVELOPE
+from analytics_platform.contracts.registry import Contract
+from analytics_platform.contracts.types import KINDS
 from analytics_platform.contracts.validation import storage_struct
-from analytics_platform.ingest.kafka_reader import RawMessages
-from analytics_platform.ingest.lakehouse import DEAD_LETTER_SCHEMA
+from analytics_platform.ingest.gate import GateContext, gate
+from analytics_platform.kafka.reader import RawMessages
+from analytics_platform.lakehouse.tables import DEAD_LETTER_SCHEMA
 
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S%.fZ"
 DRIFT_SAMPLE = 1_000
 _ENCODER = msgspec.json.Encoder(decimal_format="number")
-# How JSON values are parsed; decimals arrive as JSON numbers and are rounded to their scale afterwards.
-_ARROW_TYPES: dict[FieldKind, pa.DataType] = {
-    "string": pa.string(),
-    "int": pa.int64(),
-    "long": pa.int64(),
-    "double": pa.float64(),
-    "boolean": pa.bool_(),
-    "decimal": pa.float64(),
-}
 _MISSING = re.compile(r"Object missing required field `(\w+)`(?: - at `\$\.?([\w.]*)`)?")
 _AT = re.compile(r" - at `\$\.?([\w.\[\]0-9]*)`")
 
@@ -50,6 +43,8 @@ class DecodedBatch:
     dead_letters: pa.Table
     unknown_fields: list[str] = field(default_factory=list)
     """Fields seen in a sample of the batch that no schema version declares (schema drift)."""
+    keys_not_user_id: int = 0
+    """Landed rows whose Kafka key is not their user_id (a producer's choice: counted, never rejected)."""
 
 
 @dataclass
@@ -64,7 +59,7 @@ class _Rejections:
 
 def _json_schema(contract: Contract) -> pa.Schema:
     envelope = {name: pa.string() for name in ENVELOPE} | {"schema_version": pa.int64()}
-    payload = pa.struct([(f.name, _ARROW_TYPES[f.kind]) for f in contract.storage_fields])
+    payload = pa.struct([(f.name, KINDS[f.kind].arrow) for f in contract.storage_fields])
     return pa.schema([(name, payload if name == "payload" else arrow_type) for name, arrow_type in envelope.items()])
 
 
@@ -210,6 +205,7 @@ def decode_batch(
             messages, rejected, ingested_at, versions=_declared_versions(flat, parseable) if rejected.checks else {}
         ),
         unknown_fields=_unknown_fields(candidates, contract),
+        keys_not_user_id=good.filter(~pl.col("kafka_key").eq_missing(pl.col("user_id"))).height,
     )
 
 

@@ -23,17 +23,20 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
 
-from analytics_platform.events import event_type_for_topic
+from analytics_platform.contracts.envelope import event_type_for_topic
 from analytics_platform.exceptions import ConcurrentIngestError
-from analytics_platform.ingest.batch import INGESTED_AT_KEY, DedupWindow, gate_context
 from analytics_platform.ingest.decode import decode_batch
-from analytics_platform.ingest.kafka_reader import RawMessages
-from analytics_platform.ingest.lakehouse import (
+from analytics_platform.ingest.dedup import DedupWindow
+from analytics_platform.ingest.land import gate_context
+from analytics_platform.kafka.reader import RawMessages
+from analytics_platform.lakehouse.catalog import load_catalog
+from analytics_platform.lakehouse.snapshots import INGESTED_AT_KEY
+from analytics_platform.lakehouse.tables import (
+    REPLAYS_TABLE,
     contract_for,
-    dead_letter_table,
-    load_catalog,
-    raw_table,
-    replays_table,
+    ensure_raw_table,
+    ensure_replays_table,
+    read_dead_letters,
     table_identifier,
 )
 from analytics_platform.settings import Settings
@@ -73,8 +76,8 @@ def pending_dead_letters(
     keys: Iterable[MessageKey] | None = None,
 ) -> pa.Table:
     """Dead letters not replayed yet, optionally only of ``topic``, failing ``check`` or with these ``keys``."""
-    letters = dead_letter_table(catalog, settings).scan().to_arrow()
-    replayed = set(_keys(replays_table(catalog, settings).scan().to_arrow()))
+    letters = read_dead_letters(catalog, settings)
+    replayed = set(_keys(read_dead_letters(catalog, settings, REPLAYS_TABLE)))
     wanted = set(keys) if keys is not None else None
     seen: set[MessageKey] = set()
     mask = []
@@ -134,7 +137,7 @@ def replay_dead_letters(
             for key in _keys(letters):
                 result.still_failing[key] = str(error.args[0])
             continue
-        table = raw_table(catalog, settings, event_type)
+        table = ensure_raw_table(catalog, settings, event_type)
         replay_id = hashlib.sha256(repr(_keys(letters)).encode()).hexdigest()[:16]
         earlier = _replay_snapshot_time(table, replay_id)
         if earlier is not None:
@@ -171,7 +174,7 @@ def replay_dead_letters(
                     f"{table.name()} moved during the replay ({error}); nothing was written, run the replay again"
                 ) from error
         result.landed[name] = len(landed)
-        replays = replays_table(catalog, settings)
+        replays = ensure_replays_table(catalog, settings)
         replays.append(
             pa.Table.from_pydict(
                 {

@@ -11,9 +11,10 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from analytics_platform.events import encode_event
-from analytics_platform.ingest.batch import ingest_until_caught_up
-from analytics_platform.ingest.lakehouse import dead_letter_table, load_catalog
+from analytics_platform.contracts.envelope import encode_event
+from analytics_platform.ingest.land import ingest_until_caught_up
+from analytics_platform.lakehouse.catalog import load_catalog
+from analytics_platform.lakehouse.tables import ensure_dead_letter_table
 from analytics_platform.settings import Settings
 from tests.helpers import landed
 
@@ -137,8 +138,6 @@ CORPUS: dict[str, tuple[bytes | None, bytes | None, str]] = {
         None,
         "message:size",
     ),
-    "null key": (encode_event(changed(lambda e: None, 21)), b"", "kafka_key:is_user_id"),
-    "key is not the user": (encode_event(changed(lambda e: None, 22)), b"someone-else", "kafka_key:is_user_id"),
     "duplicate event_id in the batch": (
         encode_event(dict(purchase(41), session_id="replayed-by-a-buggy-client")),  # purchase(41) comes first
         b"user-6",
@@ -171,15 +170,23 @@ def test_every_kind_of_bad_input_lands_in_dead_letter_with_its_reason(broker: Se
         stream.append((encode_event(good), key_of(good)))
         stream.append((value, key if key is not None else b"user-" + str((1000 + index) % 7).encode()))
     stream += [(encode_event(e), key_of(e)) for e in second[len(CORPUS) :]]
-    # Valid but unusual: pretty-printed JSON with newlines, and a field no schema declares.
+    # Valid but unusual: pretty-printed JSON with newlines, a field no schema declares, and keys that are
+    # not the user_id (none at all, or event_type:event_id as the seed's producer example keys): a key is
+    # the producer's partitioning choice, not part of the event's contract, so all of these land.
     pretty = dict(purchase(500))
     drifted = dict(purchase(501), payload=dict(purchase(501)["payload"], coupon="WINTER"))
-    stream += [(encode_event(pretty).replace(b",", b",\n  "), key_of(pretty)), (encode_event(drifted), key_of(drifted))]
+    unkeyed, keyed_by_id = purchase(502), purchase(503)
+    stream += [
+        (encode_event(pretty).replace(b",", b",\n  "), key_of(pretty)),
+        (encode_event(drifted), key_of(drifted)),
+        (encode_event(unkeyed), None),
+        (encode_event(keyed_by_id), f"purchase:{keyed_by_id['event_id']}".encode()),
+    ]
     send(broker, stream)
 
     results = ingest_until_caught_up(broker, TOPIC)
 
-    letters = dead_letter_table(load_catalog(broker), broker).scan().to_arrow().to_pylist()
+    letters = ensure_dead_letter_table(load_catalog(broker), broker).scan().to_arrow().to_pylist()
     by_value = {letter["raw_value"]: letter for letter in letters}
     assert len(letters) == len(by_value) == len(CORPUS)
     for kind, (value, _, check) in CORPUS.items():
@@ -189,7 +196,7 @@ def test_every_kind_of_bad_input_lands_in_dead_letter_with_its_reason(broker: Se
     assert by_value[CORPUS["unknown schema_version"][0]]["schema_version"] == 99
 
     rows = landed(broker, "purchase")
-    expected_good = [*first, *second, pretty, drifted]
+    expected_good = [*first, *second, pretty, drifted, unkeyed, keyed_by_id]
     assert sorted(rows.column("event_id").to_pylist()) == sorted(e["event_id"] for e in expected_good)
     consumed = len(first) + len(stream)
     assert rows.num_rows + len(letters) == consumed  # conservation: every offset in exactly one table
@@ -201,4 +208,5 @@ def test_every_kind_of_bad_input_lands_in_dead_letter_with_its_reason(broker: Se
         + [(letter["kafka_partition"], letter["kafka_offset"]) for letter in letters]
     )
     assert len(set(offsets)) == consumed
+    assert sum(result.keys_not_user_id for result in results) == 2  # counted (a warning check), never rejected
     assert results[-1].unknown_fields == ["payload.coupon"]

@@ -9,10 +9,12 @@ import sys
 
 from confluent_kafka import Producer
 
-from analytics_platform.events import encode_event
-from analytics_platform.ingest.batch import ingest_until_caught_up, plan_next_batch
-from analytics_platform.ingest.lakehouse import dead_letter_table, load_catalog
-from analytics_platform.orchestration import ingest_through_dagster
+from analytics_platform.contracts.envelope import encode_event
+from analytics_platform.ingest.land import ingest_until_caught_up
+from analytics_platform.ingest.plan import plan_next_batch
+from analytics_platform.lakehouse.catalog import load_catalog
+from analytics_platform.lakehouse.tables import ensure_dead_letter_table
+from analytics_platform.local.orchestration import ingest_through_dagster
 from analytics_platform.settings import Settings
 from tests.helpers import event_ids, landed, produce
 
@@ -34,7 +36,7 @@ def bad_messages(carts: list[dict]) -> list[bytes | None]:
 
 
 def dead_letters(settings: Settings) -> list[dict]:
-    return dead_letter_table(load_catalog(settings), settings).scan().to_arrow().to_pylist()
+    return ensure_dead_letter_table(load_catalog(settings), settings).scan().to_arrow().to_pylist()
 
 
 def test_every_message_lands_in_exactly_one_table(broker: Settings) -> None:
@@ -50,7 +52,8 @@ def test_every_message_lands_in_exactly_one_table(broker: Settings) -> None:
 
 KILL_BETWEEN_THE_WRITES = """
 import json, os, signal, sys
-from analytics_platform.ingest.batch import BatchPlan, land_batch
+from analytics_platform.ingest.land import land_batch
+from analytics_platform.ingest.plan import BatchPlan
 from analytics_platform.settings import get_settings
 plan = BatchPlan.from_config(json.loads(sys.argv[1]))
 land_batch(get_settings(), plan, after_dead_letters=lambda: os.kill(os.getpid(), signal.SIGKILL))

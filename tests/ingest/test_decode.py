@@ -8,13 +8,13 @@ from decimal import Decimal
 import msgspec
 import pytest
 
-from analytics_platform.contracts.gates import GateContext
+from analytics_platform.contracts.envelope import encode_event
 from analytics_platform.contracts.registry import load_registry
-from analytics_platform.events import encode_event
-from analytics_platform.generator import generate_events
 from analytics_platform.ingest.decode import decode_batch
-from analytics_platform.ingest.kafka_reader import RawMessages
-from analytics_platform.ingest.lakehouse import raw_table_schema
+from analytics_platform.ingest.gate import GateContext
+from analytics_platform.kafka.reader import RawMessages
+from analytics_platform.lakehouse.tables import raw_table_schema
+from analytics_platform.sim.generator import generate_events
 
 NOW = datetime(2026, 11, 26, tzinfo=UTC)
 PURCHASE = load_registry().contract("purchase")

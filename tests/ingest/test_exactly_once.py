@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from analytics_platform import broker as embedded_broker
-from analytics_platform.events import EVENT_TYPES
+from analytics_platform.contracts.envelope import event_types
 from analytics_platform.exceptions import ConcurrentIngestError, OffsetMismatchError
-from analytics_platform.generator import generate_events
-from analytics_platform.ingest.batch import ingest_until_caught_up, land_batch, land_run, plan_next_batch, plan_next_run
-from analytics_platform.ingest.kafka_reader import log_bounds
-from analytics_platform.ingest.lakehouse import load_catalog, raw_table
-from analytics_platform.ingest.offsets import reset_offsets, stored_offsets
+from analytics_platform.ingest.land import ingest_until_caught_up, land_batch, land_run
+from analytics_platform.ingest.plan import plan_next_batch, plan_next_run
+from analytics_platform.kafka import broker as embedded_broker
+from analytics_platform.kafka.admin import create_topics
+from analytics_platform.kafka.reader import log_bounds
+from analytics_platform.lakehouse.catalog import load_catalog
+from analytics_platform.lakehouse.offsets import reset_offsets, stored_offsets
+from analytics_platform.lakehouse.tables import ensure_raw_table
 from analytics_platform.settings import Settings
-from analytics_platform.topics import create_topics
+from analytics_platform.sim.generator import generate_events
 from tests.helpers import counts_by_type, event_ids, produce, produce_events
 
 TOPIC = "events.user_visit"
@@ -32,7 +34,7 @@ def log_ends(settings: Settings, topic: str) -> dict[int, int]:
 
 
 def current_snapshot_id(settings: Settings, event_type: str = "user_visit") -> int | None:
-    snapshot = raw_table(load_catalog(settings), settings, EVENT_TYPES[event_type]).current_snapshot()
+    snapshot = ensure_raw_table(load_catalog(settings), settings, event_types()[event_type]).current_snapshot()
     return snapshot.snapshot_id if snapshot else None
 
 
@@ -101,7 +103,7 @@ def test_a_following_run_lands_what_arrives_after_its_range(backend: str, broker
 def test_stored_offsets_equal_the_next_offsets_to_read(backend: str, broker: Settings) -> None:
     produce(broker, 2_000)
     ingest_until_caught_up(broker, TOPIC)
-    table = raw_table(load_catalog(broker), broker, EVENT_TYPES["user_visit"])
+    table = ensure_raw_table(load_catalog(broker), broker, event_types()["user_visit"])
     stored = stored_offsets(table, TOPIC)
     assert stored.snapshot_id == table.current_snapshot().snapshot_id  # same snapshot as the rows
     assert stored.next_offsets == log_ends(broker, TOPIC)
@@ -164,7 +166,7 @@ def test_broker_restart_is_detected_and_reset_continues_from_the_new_log(backend
         plan_next_batch(broker, TOPIC)
     assert len(event_ids(broker, "user_visit")) == landed_before  # nothing skipped or re-read
 
-    table = raw_table(load_catalog(broker), broker, EVENT_TYPES["user_visit"])
+    table = ensure_raw_table(load_catalog(broker), broker, event_types()["user_visit"])
     reset_offsets(table, TOPIC, dict.fromkeys(log_ends(broker, TOPIC), 0), reason="test")
     second = produce(broker, 500, seed=99)
     ingest_until_caught_up(broker, TOPIC)
@@ -196,7 +198,7 @@ def test_expired_snapshot_history_keeps_offsets_and_the_dedup_window(backend: st
     settings = broker.model_copy(update={"batch_max_events": 100, "raw_snapshots_kept": 5})
     results = ingest_until_caught_up(settings, TOPIC)
     assert len(results) > 10  # enough commits to expire history more than once
-    table = raw_table(load_catalog(settings), settings, EVENT_TYPES["user_visit"])
+    table = ensure_raw_table(load_catalog(settings), settings, event_types()["user_visit"])
     assert 5 <= len(table.snapshots()) <= 10
     assert stored_offsets(table, TOPIC).next_offsets == log_ends(settings, TOPIC)
     assert sorted(event_ids(settings, "user_visit")) == sorted(e["event_id"] for e in events)

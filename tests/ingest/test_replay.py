@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from analytics_platform.events import encode_event
-from analytics_platform.generator import generate_events
-from analytics_platform.ingest.batch import ingest_until_caught_up
-from analytics_platform.ingest.lakehouse import load_catalog, replays_table
+from analytics_platform.contracts.envelope import encode_event
+from analytics_platform.ingest.land import ingest_until_caught_up
 from analytics_platform.ingest.replay import pending_dead_letters
+from analytics_platform.lakehouse.catalog import load_catalog
+from analytics_platform.lakehouse.tables import ensure_replays_table
 from analytics_platform.settings import Settings, get_settings
+from analytics_platform.sim.generator import generate_events
 from tests.conftest import set_environment
 from tests.helpers import add_payload_field, landed, schema_dir_with_v2, send_raw
 
@@ -65,7 +66,7 @@ def test_replay_after_a_new_schema_version_lands_once_and_marks_replayed(
         row = by_id[event["event_id"]]
         assert row["payload"]["coupon_code"] == "EARLY" and row["schema_version"] == 2
         assert (row["kafka_partition"], row["kafka_offset"]) in letters  # keeps its Kafka coordinates
-    assert replays_table(catalog, settings).scan().to_arrow().num_rows == len(early_v2)
+    assert ensure_replays_table(catalog, settings).scan().to_arrow().num_rows == len(early_v2)
     still_pending = pending_dead_letters(load_catalog(settings), settings).to_pylist()
     assert [letter["raw_value"] for letter in still_pending] == [encode_event(broken)]
 
@@ -75,7 +76,7 @@ def test_replay_after_a_new_schema_version_lands_once_and_marks_replayed(
 
     # A replay that died after its raw commit, before recording what it landed: the next run finds the
     # commit by replay id and only writes the records (simulated by removing the records it wrote).
-    replays_table(load_catalog(settings), settings).delete(f"kafka_topic = '{TOPIC}'")
+    ensure_replays_table(load_catalog(settings), settings).delete(f"kafka_topic = '{TOPIC}'")
     assert pending_dead_letters(load_catalog(settings), settings).num_rows == len(early_v2) + 1
     resumed = cli("dead-letters", "replay")
     assert resumed.returncode == 0 and f"{TOPIC}: landed {len(early_v2)}" in resumed.stdout

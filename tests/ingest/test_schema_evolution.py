@@ -7,15 +7,17 @@ from typing import Any
 
 import pytest
 
-from analytics_platform.contracts.registry import SchemaRegistryError
-from analytics_platform.events import EVENT_TYPES
-from analytics_platform.generator import generate_events
-from analytics_platform.ingest.batch import ingest_until_caught_up, plan_next_batch
-from analytics_platform.ingest.lakehouse import load_catalog, raw_table
-from analytics_platform.orchestration import build_marts
-from analytics_platform.producer import producer_options, publish
+from analytics_platform.contracts.envelope import event_types
+from analytics_platform.exceptions import SchemaRegistryError
+from analytics_platform.ingest.land import ingest_until_caught_up
+from analytics_platform.ingest.plan import plan_next_batch
+from analytics_platform.kafka.producer import producer_options, publish
+from analytics_platform.lakehouse.catalog import load_catalog
+from analytics_platform.lakehouse.tables import ensure_raw_table
+from analytics_platform.local.orchestration import build_marts
 from analytics_platform.settings import Settings, get_settings
-from analytics_platform.warehouse import connect_marts
+from analytics_platform.sim.generator import generate_events
+from analytics_platform.warehouse.connections import connect_marts
 from tests.conftest import set_environment
 from tests.helpers import add_payload_field, produce, schema_dir_with_v2
 
@@ -23,12 +25,12 @@ TOPIC = "events.purchase"
 
 
 def data_files(settings: Settings) -> set[str]:
-    table = raw_table(load_catalog(settings), settings, EVENT_TYPES["purchase"])
+    table = ensure_raw_table(load_catalog(settings), settings, event_types()["purchase"])
     return {task.file.file_path for task in table.scan().plan_files()}
 
 
 def rows_by_event_id(settings: Settings) -> dict[str, dict[str, Any]]:
-    table = raw_table(load_catalog(settings), settings, EVENT_TYPES["purchase"])
+    table = ensure_raw_table(load_catalog(settings), settings, event_types()["purchase"])
     rows = table.scan().to_arrow().drop_columns(["ingested_at"]).to_pylist()
     return {row["event_id"]: row for row in rows}
 
@@ -54,7 +56,7 @@ def test_optional_field_evolves_the_table_without_rewriting_and_replays_identica
     assert publish(v2_events, settings.bootstrap_servers, **producer_options(settings)) == len(v2_events)
     ingest_until_caught_up(settings, TOPIC)
 
-    table = raw_table(load_catalog(settings), settings, EVENT_TYPES["purchase"])
+    table = ensure_raw_table(load_catalog(settings), settings, event_types()["purchase"])
     assert table.schema().find_field("payload.coupon_code").required is False
     assert files_v1 <= data_files(settings)  # old data files kept as they are: no rewrite
     rows = rows_by_event_id(settings)
@@ -84,7 +86,7 @@ def test_breaking_change_is_refused_before_any_data_moves(
 ) -> None:
     produce(broker, 1_000, seed=13)
     ingest_until_caught_up(broker, TOPIC)
-    snapshot = raw_table(load_catalog(broker), broker, EVENT_TYPES["purchase"]).current_snapshot()
+    snapshot = ensure_raw_table(load_catalog(broker), broker, event_types()["purchase"]).current_snapshot()
     produce(broker, 1_000, seed=14)
 
     def retype_item_count(schema: dict[str, Any]) -> None:
@@ -96,6 +98,6 @@ def test_breaking_change_is_refused_before_any_data_moves(
     with pytest.raises(SchemaRegistryError, match="payload.item_count"):
         plan_next_batch(settings, TOPIC)
     monkeypatch.delenv("PLATFORM_SCHEMA_DIR")
-    table = raw_table(load_catalog(broker), broker, EVENT_TYPES["purchase"])
+    table = ensure_raw_table(load_catalog(broker), broker, event_types()["purchase"])
     assert table.current_snapshot() == snapshot  # nothing landed under the breaking schema
     assert table.schema().find_field("payload.item_count").field_type.__class__.__name__ == "IntegerType"

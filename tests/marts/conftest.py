@@ -16,15 +16,15 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from analytics_platform import broker as embedded_broker
-from analytics_platform.events import EVENT_TYPES
-from analytics_platform.generator import Dataset, generate_dataset
-from analytics_platform.ingest.batch import ingest_until_caught_up
-from analytics_platform.orchestration import build_marts
-from analytics_platform.producer import producer_options, publish
+from analytics_platform.contracts.envelope import event_types
+from analytics_platform.ingest.land import ingest_until_caught_up
+from analytics_platform.kafka import broker as embedded_broker
+from analytics_platform.kafka.admin import create_topics
+from analytics_platform.kafka.producer import producer_options, publish
+from analytics_platform.local.orchestration import build_marts
 from analytics_platform.settings import Settings, get_settings
-from analytics_platform.topics import create_topics
-from analytics_platform.warehouse import current_build
+from analytics_platform.sim.generator import Dataset, generate_dataset
+from analytics_platform.warehouse.connections import current_build
 from tests.conftest import free_port
 
 EVENTS, DAYS, SEED = 44_000, 4, 2026
@@ -71,7 +71,7 @@ def landed_marts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LandedMar
             assert publish(dataset.events, settings.bootstrap_servers, **producer_options(settings)) == len(
                 dataset.events
             )
-            for event_type in EVENT_TYPES.values():
+            for event_type in event_types().values():
                 ingest_until_caught_up(settings, event_type.topic)
             build_marts(settings)
             marts = current_build(settings)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from datetime import date
 from typing import Any
 
-from analytics_platform.warehouse import connect_marts
+from analytics_platform.warehouse.connections import connect_marts
 from tests.marts.conftest import LandedMarts
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from analytics_platform.defs.transform.project import dbt_pointed_at, dbt_resource, dbt_target
+from analytics_platform.defs.transform.project import dbt_resource
+from analytics_platform.warehouse.dbt import dbt_pointed_at, dbt_target
 from tests.marts.conftest import LandedMarts
 
 UNIT_TESTS = 12  # `unit_tests:` in the models' YAML

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from analytics_platform.generator import Dataset, version_at
+from analytics_platform.sim.generator import Dataset, version_at
 from tests.marts.conftest import LandedMarts
 
 ACTIVITY_TYPES = ("user_visit", "add_to_cart", "checkout", "purchase")  # also the funnel's step order

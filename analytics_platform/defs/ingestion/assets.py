@@ -1,28 +1,24 @@
 """Raw Iceberg tables as Dagster assets, one per Kafka topic, each downstream of its topic.
 
 The asset function is thin: it lands the micro-batch the sensor planned (or plans one itself when
-materialised by hand) through :mod:`analytics_platform.ingest.batch`, the same code the CLI uses.
+materialised by hand) through :mod:`analytics_platform.ingest`, the same code the CLI uses.
 """
 
-import time
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
+from analytics_platform.contracts.envelope import EventType, event_types
 from analytics_platform.defs.resources import PlatformResource
-from analytics_platform.events import EVENT_TYPES, EventType
-from analytics_platform.ingest.batch import BatchPlan, BatchResult, land_run, plan_next_run
-from analytics_platform.ingest.lakehouse import DEAD_LETTER_TABLE
+from analytics_platform.defs.retries import TRANSIENT_RETRY, honest_failures
+from analytics_platform.defs.runs import wait_for_run_to_end
+from analytics_platform.ingest.land import BatchResult, land_run
+from analytics_platform.ingest.plan import BatchPlan, plan_next_run
+from analytics_platform.lakehouse.tables import DEAD_LETTER_TABLE
 
 DEAD_LETTER_KEY = dg.AssetKey(["raw", DEAD_LETTER_TABLE])
 STAGES = ("consume", "decode", "commit")
-HANDOFF_POLL_S = 0.5
-IN_FLIGHT = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-]
 
 
 class IngestConfig(dg.Config):
@@ -52,30 +48,23 @@ def raw_asset_key(event_type: EventType) -> dg.AssetKey:
     return dg.AssetKey(["raw", event_type.name])
 
 
-def ingest_run_config(
-    event_type: EventType, plan: BatchPlan | None, follow_s: float = 0.0, after_run: str = ""
-) -> dict[str, object]:
-    """Run config that makes the raw asset land ``plan`` (None: plan when it starts, after ``after_run``
-    ended) and then follow the topic for ``follow_s``."""
-    op_name = raw_asset_key(event_type).to_python_identifier()
-    ranges = plan.to_config()["ranges"] if plan else ""
-    return {"ops": {op_name: {"config": {"ranges": ranges, "follow_s": follow_s, "after_run": after_run}}}}
-
-
-def wait_for_run_to_end(instance: dg.DagsterInstance, run_id: str, log: dg.DagsterLogManager) -> None:
-    """Block until ``run_id`` is no longer queued, starting or running (the hand-off between followers)."""
-    log.info(f"taking over from run {run_id} when it ends")
-    while (run := instance.get_run_by_id(run_id)) is not None and run.status in IN_FLIGHT:
-        time.sleep(HANDOFF_POLL_S)
-
-
 def topic_spec(event_type: EventType) -> dg.AssetSpec:
     return dg.AssetSpec(
         topic_asset_key(event_type),
-        description=f"Kafka topic `{event_type.topic}`: {event_type.name} envelopes, keyed by user_id.",
+        description=f"Kafka topic `{event_type.topic}`: {event_type.name} envelopes (producers key them by user_id).",
         group_name="kafka",
         kinds={"kafka"},
     )
+
+
+def _batch_metadata(batch: BatchResult) -> dict[str, Any]:
+    return {
+        "rows_landed": batch.rows_landed,
+        "dead_lettered": batch.dead_lettered,
+        "keys_not_user_id": batch.keys_not_user_id,
+        "snapshot_id": str(batch.snapshot_id),
+        "seconds": dg.MetadataValue.json(batch.seconds),
+    }
 
 
 def build_raw_asset(event_type: EventType) -> dg.AssetsDefinition:
@@ -84,6 +73,7 @@ def build_raw_asset(event_type: EventType) -> dg.AssetsDefinition:
         deps=[topic_asset_key(event_type)],
         group_name="raw",
         kinds={"iceberg", "python"},
+        retry_policy=TRANSIENT_RETRY,
         description=(
             f"Iceberg table `raw.{event_type.name}`: one row per message of `{event_type.topic}`, "
             "partitioned by day of event time; each snapshot records the Kafka offsets it landed."
@@ -93,35 +83,28 @@ def build_raw_asset(event_type: EventType) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, config: IngestConfig, platform: PlatformResource
     ) -> dg.MaterializeResult:
         settings = platform.settings()
-        if config.after_run:
-            wait_for_run_to_end(context.instance, config.after_run, context.log)
-        plan = (
-            BatchPlan.from_config({"topic": event_type.topic, "ranges": config.ranges})
-            if config.ranges
-            else plan_next_run(settings, event_type.topic)
-        )
-        if plan is None and config.follow_s:
-            plan = BatchPlan(event_type.topic, {})  # nothing new yet: follow from the stored offsets
-        if plan is None:
-            return dg.MaterializeResult(metadata={"rows_landed": 0, "note": "caught up: nothing new in Kafka"})
-        context.log.info(f"landing {plan.size} offsets of {plan.topic}: {plan.ranges}")
+        with honest_failures(context):
+            if config.after_run:
+                wait_for_run_to_end(context.instance, config.after_run, context.log)
+            plan = (
+                BatchPlan.from_config({"topic": event_type.topic, "ranges": config.ranges})
+                if config.ranges
+                else plan_next_run(settings, event_type.topic)
+            )
+            if plan is None and config.follow_s:
+                plan = BatchPlan(event_type.topic, {})  # nothing new yet: follow from the stored offsets
+            if plan is None:
+                return dg.MaterializeResult(metadata={"rows_landed": 0, "note": "caught up: nothing new in Kafka"})
+            context.log.info(f"landing {plan.size} offsets of {plan.topic}: {plan.ranges}")
 
-        def landed(batch: BatchResult) -> None:
-            context.log.info(f"landed {batch.rows_landed} rows of {batch.plan.ranges}")
-            if config.follow_s:  # a following run lasts minutes: show each micro-batch as it commits
-                context.log_event(
-                    dg.AssetMaterialization(
-                        raw_asset_key(event_type),
-                        metadata={
-                            "rows_landed": batch.rows_landed,
-                            "dead_lettered": batch.dead_lettered,
-                            "snapshot_id": str(batch.snapshot_id),
-                            "seconds": dg.MetadataValue.json(batch.seconds),
-                        },
+            def landed(batch: BatchResult) -> None:
+                context.log.info(f"landed {batch.rows_landed} rows of {batch.plan.ranges}")
+                if config.follow_s:  # a following run lasts minutes: show each micro-batch as it commits
+                    context.log_event(
+                        dg.AssetMaterialization(raw_asset_key(event_type), metadata=_batch_metadata(batch))
                     )
-                )
 
-        batches = land_run(settings, plan, follow_s=config.follow_s, on_batch=landed)
+            batches = land_run(settings, plan, follow_s=config.follow_s, on_batch=landed)
         dead_lettered = sum(batch.dead_lettered for batch in batches)
         if dead_lettered:
             context.log_event(
@@ -133,6 +116,7 @@ def build_raw_asset(event_type: EventType) -> dg.AssetsDefinition:
             metadata={
                 "rows_landed": sum(batch.rows_landed for batch in batches),
                 "dead_lettered": dead_lettered,
+                "keys_not_user_id": sum(batch.keys_not_user_id for batch in batches),
                 "micro_batches": len(batches),
                 "already_landed": not batches,
                 "offset_ranges": dg.MetadataValue.json({str(p): list(r) for p, r in plan.ranges.items()}),
@@ -146,15 +130,13 @@ def build_raw_asset(event_type: EventType) -> dg.AssetsDefinition:
     return raw_events
 
 
-dead_letter_spec = dg.AssetSpec(
-    DEAD_LETTER_KEY,
-    description="Iceberg table `raw.dead_letter`: every message that failed decoding or the batch gate, "
-    "with its original bytes, topic/partition/offset, the failed checks and a reason. Written by the "
-    "ingest runs; `analytics-platform dead-letters replay` lands them after a fix.",
-    group_name="raw",
-    kinds={"iceberg"},
-    deps=[topic_asset_key(event_type) for event_type in EVENT_TYPES.values()],
-)
-
-topic_specs = [topic_spec(event_type) for event_type in EVENT_TYPES.values()]
-raw_assets = [build_raw_asset(event_type) for event_type in EVENT_TYPES.values()]
+def dead_letter_spec() -> dg.AssetSpec:
+    return dg.AssetSpec(
+        DEAD_LETTER_KEY,
+        description="Iceberg table `raw.dead_letter`: every message that failed decoding or the batch gate, "
+        "with its original bytes, topic/partition/offset, the failed checks and a reason. Written by the "
+        "ingest runs; `analytics-platform dead-letters replay` lands them after a fix.",
+        group_name="raw",
+        kinds={"iceberg"},
+        deps=[topic_asset_key(event_type) for event_type in event_types().values()],
+    )

@@ -1,84 +1,42 @@
-"""All dbt models, snapshots and tests as Dagster assets and asset checks.
+"""Every dbt node as Dagster assets and asset checks, in three groups built on first use.
 
-Each build writes a fresh DuckDB file and publishes it only if dbt succeeds (see
-:mod:`analytics_platform.warehouse`), so readers of the marts never see a half-built state.
+- **snapshots**: the SCD2 snapshots and the staging models that feed them (repeated ``dbt snapshot``
+  rounds, see :mod:`analytics_platform.warehouse.scd2`, then one streamed ``dbt build``);
+- **models**: staging, intermediate, dimensions and the marts that are not daily;
+- **daily marts**: the daily facts, partitioned by day; a run deletes and recomputes its days only.
 
-The SCD2 snapshots are fed one uncaptured change per key per ``dbt snapshot`` (see the macro
-``next_unsnapshotted_change``), so a build first repeats ``dbt snapshot`` until nothing is pending:
-however many versions of a product one ingest batch carried, every one gets its own row.
+Each step writes a fresh DuckDB file and publishes it only if dbt succeeds (see
+:mod:`analytics_platform.warehouse.builds`), so readers of the marts never see a half-built state.
+The factories are cached: dbt's manifest is read when Dagster loads the definitions, not at import.
 """
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 from dagster_dbt import DbtCliResource, dbt_assets
 
-from analytics_platform import warehouse
 from analytics_platform.defs.resources import PlatformResource
-from analytics_platform.defs.transform import live
+from analytics_platform.defs.retries import TRANSIENT_RETRY, honest_failures
 from analytics_platform.defs.transform.partitions import DAILY_TAG, daily_partitions
-from analytics_platform.defs.transform.project import dbt_pointed_at, dbt_project, dbt_target
+from analytics_platform.defs.transform.project import dbt_project
 from analytics_platform.defs.transform.translator import PlatformDbtTranslator
-from analytics_platform.events import EVENT_TYPES
-from analytics_platform.exceptions import PlatformError
-from analytics_platform.ingest.lakehouse import load_catalog, raw_table
+from analytics_platform.lakehouse.catalog import load_catalog
+from analytics_platform.warehouse import builds, live
+from analytics_platform.warehouse.dbt import dbt_pointed_at, dbt_target
+from analytics_platform.warehouse.scd2 import has_reference_data, snapshot_until_complete
 
-SNAPSHOTS = ("snap_users", "snap_products")
-REFERENCE_TYPES = ("user_profile_changed", "product_changed")
-MAX_SNAPSHOT_ROUNDS = 1_000
 # dbt's advice: unit tests prove the models' logic on fixed inputs, so they run in CI (make test), not in
 # every production build (~4 s of each here). Data tests, which check the data, still gate every build.
 PRODUCTION_FLAGS = ("--exclude-resource-type", "unit_test")
 FULL_BUILD_SLOT = "full"  # builds under the build lock (the live follower has its own slot)
-
-
-def _snapshot_rows(build: Path) -> int:
-    """Rows in the SCD2 snapshot tables of a build (0 before the first snapshot)."""
-    with duckdb.connect(str(build), read_only=True) as con:
-        existing = {
-            row[0]
-            for row in con.execute("select table_name from duckdb_tables() where schema_name = 'snapshots'").fetchall()
-        }
-        total = 0
-        for name in SNAPSHOTS:
-            if name in existing:
-                (count,) = con.execute(f"select count(*) from snapshots.{name}").fetchall()[0]
-                total += int(count)
-        return total
-
-
-def _has_reference_data(platform: PlatformResource) -> bool:
-    """Whether any reference change landed; without any, the snapshot rounds (two dbt runs) are skipped."""
-    settings = platform.settings()
-    catalog = load_catalog(settings)
-    return any(
-        (snapshot := raw_table(catalog, settings, EVENT_TYPES[name]).current_snapshot()) is not None
-        and int((snapshot.summary.additional_properties if snapshot.summary else {}).get("total-records", 0)) > 0
-        for name in REFERENCE_TYPES
-    )
-
-
-def snapshot_until_complete(dbt: DbtCliResource, build: Path, target: Path, log: dg.DagsterLogManager) -> int:
-    """Run ``dbt snapshot`` until a round captures nothing new; returns the rounds that captured versions."""
-    dbt.cli(["run", "--select", "path:models/staging"], target_path=target).wait()  # the snapshots' inputs
-    rows = _snapshot_rows(build)
-    for round_number in range(MAX_SNAPSHOT_ROUNDS):
-        dbt.cli(["snapshot"], target_path=target).wait()
-        captured = _snapshot_rows(build) - rows
-        if captured == 0:
-            return round_number
-        log.info(f"snapshot round {round_number + 1}: {captured:,} new versions")
-        rows += captured
-    raise PlatformError(
-        f"dbt snapshot still captured new versions after {MAX_SNAPSHOT_ROUNDS} rounds; is a change log looping?"
-    )
+SNAPSHOT_SELECTION = "+resource_type:snapshot"  # the snapshots and the staging models they read
 
 
 @contextlib.contextmanager
-def _published_build(
+def published_build(
     context: dg.AssetExecutionContext,
     platform: PlatformResource,
     dbt: DbtCliResource,
@@ -88,55 +46,103 @@ def _published_build(
 
     ``covered``: the daily partitions (first, last) the build recomputes, live facts included."""
     settings = platform.settings()
-    with warehouse.build_lock(settings):
-        started_from = warehouse.current_build(settings)
-        build = warehouse.prepare_build(settings, load_catalog(settings))
+
+    def run_dbt(args: list[str], target: Path) -> None:
+        dbt.cli(args, target_path=target).wait()
+
+    with builds.build_lock(settings):
+        started_from = builds.current_build(settings)
+        build = builds.prepare_build(settings, load_catalog(settings))
         context.log.info(f"building into {build}")
         try:
             with dbt_pointed_at(settings, build, FULL_BUILD_SLOT, covered):
                 yield build
             if covered is not None:
                 live.advance_live_pins(settings, build, covered)
-            with warehouse.publish_lock(settings):
-                if warehouse.current_build(settings) != started_from:
+            with builds.publish_lock(settings):
+                if builds.current_build(settings) != started_from:
                     # The live follower published meanwhile: never publish live facts older than its.
-                    live.catch_up_live_facts(dbt, settings, build, context.log)
-                warehouse.publish(settings, build)
+                    live.catch_up_live_facts(run_dbt, settings, build, context.log)
+                builds.publish(settings, build)
         except BaseException:
-            warehouse.discard(build)
+            builds.discard(build)
             raise
-        context.log.info(f"published {build.name} as {warehouse.published_link(settings)}")
+        context.log.info(f"published {build.name} as {builds.published_link(settings)}")
 
 
-@dbt_assets(
-    manifest=dbt_project().manifest_path,
-    project=dbt_project(),
-    dagster_dbt_translator=PlatformDbtTranslator(),
-    exclude=f"tag:{DAILY_TAG}",
-)
-def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, platform: PlatformResource) -> Iterator:
-    """Snapshots, staging, intermediate models, dimensions and the marts that are not daily."""
-    target = dbt_target(platform.settings(), "models")
-    with _published_build(context, platform, dbt) as build:
-        if _has_reference_data(platform):
-            snapshot_until_complete(dbt, build, target, context.log)
-        yield from dbt.cli(["build", *PRODUCTION_FLAGS], context=context, target_path=target).stream()
+@functools.cache
+def dbt_snapshot_assets() -> dg.AssetsDefinition:
+    project = dbt_project()
+
+    @dbt_assets(
+        manifest=project.manifest_path,
+        project=project,
+        dagster_dbt_translator=PlatformDbtTranslator(),
+        select=SNAPSHOT_SELECTION,
+        name="dbt_snapshots",
+        retry_policy=TRANSIENT_RETRY,
+    )
+    def dbt_snapshots(context: dg.AssetExecutionContext, dbt: DbtCliResource, platform: PlatformResource) -> Iterator:
+        """SCD2 history of the reference data: every version of every product and user profile."""
+        settings = platform.settings()
+        target = dbt_target(settings, "snapshots")
+        with honest_failures(context), published_build(context, platform, dbt) as build:
+            if has_reference_data(load_catalog(settings), settings):
+                inputs = ["run", "--select", SNAPSHOT_SELECTION, "--exclude", "resource_type:snapshot"]
+                dbt.cli(inputs, target_path=target).wait()
+
+                def run_snapshot() -> None:
+                    dbt.cli(["snapshot"], target_path=target).wait()
+
+                rounds = snapshot_until_complete(run_snapshot, build, context.log.info)
+                context.log.info(f"snapshots complete after {rounds} round(s) that captured new versions")
+            yield from dbt.cli(["build", *PRODUCTION_FLAGS], context=context, target_path=target).stream()
+
+    return dbt_snapshots
 
 
-@dbt_assets(
-    manifest=dbt_project().manifest_path,
-    project=dbt_project(),
-    dagster_dbt_translator=PlatformDbtTranslator(),
-    select=f"tag:{DAILY_TAG}",
-    partitions_def=daily_partitions,
-    # A backfill of many days is one run: one dbt invocation deletes and rebuilds the whole range.
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    name="daily_marts",
-)
-def daily_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource, platform: PlatformResource) -> Iterator:
-    """The daily facts for the run's partition range: those days are deleted and recomputed, no others."""
-    window = context.partition_key_range
-    context.log.info(f"rebuilding days {window.start} .. {window.end}")
-    with _published_build(context, platform, dbt, covered=(window.start, window.end)):
-        command = ["build", *PRODUCTION_FLAGS]
-        yield from dbt.cli(command, context=context, target_path=dbt_target(platform.settings(), "daily")).stream()
+@functools.cache
+def dbt_model_assets() -> dg.AssetsDefinition:
+    project = dbt_project()
+
+    @dbt_assets(
+        manifest=project.manifest_path,
+        project=project,
+        dagster_dbt_translator=PlatformDbtTranslator(),
+        exclude=f"tag:{DAILY_TAG} {SNAPSHOT_SELECTION}",
+        name="dbt_models",
+        retry_policy=TRANSIENT_RETRY,
+    )
+    def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, platform: PlatformResource) -> Iterator:
+        """Staging, intermediate models, dimensions and the marts that are not daily."""
+        target = dbt_target(platform.settings(), "models")
+        with honest_failures(context), published_build(context, platform, dbt):
+            yield from dbt.cli(["build", *PRODUCTION_FLAGS], context=context, target_path=target).stream()
+
+    return dbt_models
+
+
+@functools.cache
+def daily_mart_assets() -> dg.AssetsDefinition:
+    project = dbt_project()
+
+    @dbt_assets(
+        manifest=project.manifest_path,
+        project=project,
+        dagster_dbt_translator=PlatformDbtTranslator(),
+        select=f"tag:{DAILY_TAG}",
+        partitions_def=daily_partitions,
+        # A backfill of many days is one run: one dbt invocation deletes and rebuilds the whole range.
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        name="daily_marts",
+        retry_policy=TRANSIENT_RETRY,
+    )
+    def daily_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource, platform: PlatformResource) -> Iterator:
+        """The daily facts for the run's partition range: those days are deleted and recomputed, no others."""
+        window = context.partition_key_range
+        context.log.info(f"rebuilding days {window.start} .. {window.end}")
+        target = dbt_target(platform.settings(), "daily")
+        with honest_failures(context), published_build(context, platform, dbt, covered=(window.start, window.end)):
+            yield from dbt.cli(["build", *PRODUCTION_FLAGS], context=context, target_path=target).stream()
+
+    return daily_marts

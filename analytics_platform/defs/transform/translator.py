@@ -5,8 +5,6 @@ asset that lands that Iceberg table, so lineage runs topic -> raw table -> stagi
 are keyed by layer (``staging/stg_purchases``, ``marts/fct_daily_active_users``), as their schemas.
 """
 
-from __future__ import annotations
-
 from collections.abc import Mapping
 from typing import Any
 

@@ -1,0 +1,27 @@
+"""Everything the transform layer adds to the code location: dbt assets, their jobs, sensors and schedule."""
+
+import functools
+
+import dagster as dg
+
+from analytics_platform.defs.quality.checks import raw_quality_checks
+from analytics_platform.defs.transform.assets import daily_mart_assets, dbt_model_assets, dbt_snapshot_assets
+from analytics_platform.defs.transform.jobs import marts_jobs
+from analytics_platform.defs.transform.live import follow_live_facts_job, live_facts_sensor
+from analytics_platform.defs.transform.project import dbt_resource
+from analytics_platform.defs.transform.schedules import daily_marts_yesterday
+from analytics_platform.defs.transform.sensors import build_marts_sensor
+from analytics_platform.warehouse.refresh import BUILD_JOB, REFRESH_JOB
+
+
+@functools.cache
+def transform_definitions() -> dg.Definitions:
+    snapshots, models, daily = dbt_snapshot_assets(), dbt_model_assets(), daily_mart_assets()
+    jobs = marts_jobs(snapshots, models, daily, raw_quality_checks())
+    return dg.Definitions(
+        assets=[snapshots, models, daily],
+        jobs=[*jobs, follow_live_facts_job],
+        sensors=[build_marts_sensor([job for job in jobs if job.name in (REFRESH_JOB, BUILD_JOB)]), live_facts_sensor],
+        schedules=[daily_marts_yesterday],
+        resources={"dbt": dbt_resource()},
+    )

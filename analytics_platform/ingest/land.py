@@ -1,0 +1,261 @@
+"""Landing micro-batches: the one code path of sensors, runs and ``analytics-platform ingest``.
+
+:func:`land_batch` reads exactly a planned range (:mod:`analytics_platform.ingest.plan`), decodes and
+gates it, and appends it to Iceberg with the new offsets in the same snapshot. A run that crashes
+before its commit leaves the offsets untouched, so its retry lands the same range; two writers of the
+same range cannot both succeed, because the append asserts that the table has not moved since the
+offsets were read. :func:`land_run` lands a run's range as consecutive micro-batches and then, if
+asked, follows the topic.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Generator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from confluent_kafka import Consumer
+from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.table import Table
+
+from analytics_platform.contracts.envelope import event_type_for_topic
+from analytics_platform.exceptions import ConcurrentIngestError
+from analytics_platform.ingest.decode import decode_batch
+from analytics_platform.ingest.dedup import DedupWindow
+from analytics_platform.ingest.gate import GateContext
+from analytics_platform.ingest.plan import BatchPlan, micro_batches, plan_next_batch, plan_next_run
+from analytics_platform.kafka.reader import RawMessages, make_consumer, read_range
+from analytics_platform.lakehouse.catalog import load_catalog
+from analytics_platform.lakehouse.offsets import StoredOffsets, fingerprint, offsets_properties, stored_offsets
+from analytics_platform.lakehouse.snapshots import (
+    BATCH_ID_KEY,
+    INGESTED_AT_KEY,
+    KEY_NOT_USER_ID_KEY,
+    UNKNOWN_FIELDS_KEY,
+    expire_old_snapshots,
+)
+from analytics_platform.lakehouse.tables import contract_for, ensure_dead_letter_table, ensure_raw_table
+from analytics_platform.settings import Settings
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    plan: BatchPlan
+    rows_landed: int
+    dead_lettered: int
+    snapshot_id: int | None
+    next_offsets: dict[int, int] = field(default_factory=dict)
+    already_landed: bool = False
+    unknown_fields: list[str] = field(default_factory=list)
+    keys_not_user_id: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Where the time went: ``consume``, ``decode`` (with the gate) and ``commit`` (shown as run metadata)."""
+
+
+def gate_context(settings: Settings, topic: str, now: datetime, dedup: DedupWindow) -> GateContext:
+    return GateContext(
+        topic=topic,
+        now=now,
+        earliest=settings.earliest_event_at,
+        max_future=timedelta(seconds=settings.max_event_future_s),
+        recent_event_ids=dedup.event_ids,
+    )
+
+
+def _dead_letters_landed(table: Table, batch_id: str) -> bool:
+    return any(
+        snapshot.summary is not None and snapshot.summary.additional_properties.get(BATCH_ID_KEY) == batch_id
+        for snapshot in table.snapshots()
+    )
+
+
+def land_batch(
+    settings: Settings,
+    plan: BatchPlan,
+    *,
+    catalog: Catalog | None = None,
+    consumer: Consumer | None = None,
+    dedup: DedupWindow | None = None,
+    read: Callable[[], RawMessages] | None = None,
+    before_commit: Callable[[], None] | None = None,
+    after_dead_letters: Callable[[], None] | None = None,
+) -> BatchResult:
+    """Read ``plan``'s range, decode it and commit rows + offsets in one Iceberg snapshot.
+
+    A run landing several batches passes its ``consumer`` and ``dedup`` window along, and ``read``,
+    which returns the range's messages read ahead (see :func:`land_run`); by default the batch opens
+    its own consumer and reads the window from the table.
+    ``before_commit`` runs after the batch is read and decoded and before anything is written;
+    ``after_dead_letters`` between the dead-letter and the raw commit (tests inject crashes and
+    competing writers there).
+
+    Raises:
+        ConcurrentIngestError: another writer moved the table's offsets; re-plan and retry.
+        OffsetMismatchError: the Kafka log no longer holds what Iceberg says was landed.
+    """
+    catalog = catalog or load_catalog(settings)
+    event_type = event_type_for_topic(plan.topic)
+    table = ensure_raw_table(catalog, settings, event_type)
+    stored = stored_offsets(table, plan.topic)
+    starts = {p: start for p, (start, _) in plan.ranges.items()}
+    ends = {p: end for p, (_, end) in plan.ranges.items()}
+    if all(stored.next_offset(p) == end for p, end in ends.items()):
+        return BatchResult(plan, 0, 0, stored.snapshot_id, dict(stored.next_offsets), already_landed=True)
+    moved = {p: stored.next_offset(p) for p, start in starts.items() if stored.next_offset(p) != start}
+    if moved:
+        raise ConcurrentIngestError(
+            f"{plan.topic}: the stored offsets {moved} no longer match this batch's "
+            f"start {starts}; another writer landed data first. Re-plan the batch."
+        )
+
+    clock = time.perf_counter()
+    if read is not None:
+        messages = read()
+    elif consumer is None:
+        with closing(make_consumer(settings.bootstrap_servers)) as own_consumer:
+            messages = read_range(own_consumer, plan.topic, plan.ranges, stored)
+    else:
+        messages = read_range(consumer, plan.topic, plan.ranges, stored)
+    seconds = {"consume": time.perf_counter() - clock}
+    clock = time.perf_counter()
+    now = datetime.now(UTC)
+    dedup = dedup or DedupWindow.read(table, settings.dedup_window_events)
+    decoded = decode_batch(
+        contract_for(settings, event_type),
+        messages,
+        now,
+        table.schema().as_arrow(),
+        gate_context(settings, plan.topic, now, dedup),
+        max_event_bytes=settings.max_event_bytes,
+    )
+    seconds["decode"] = time.perf_counter() - clock
+    last_value = {p: v for p, v in zip(messages.partitions, messages.values, strict=True)}
+    next_offsets = dict(stored.next_offsets) | ends
+    fingerprints = dict(stored.fingerprints) | {p: fingerprint(v) for p, v in last_value.items()}
+    if before_commit is not None:
+        before_commit()
+
+    clock = time.perf_counter()
+    # Dead letters first: if the run dies between the two commits, the retry finds them by batch id
+    # and only lands the rows; the other order could advance the offsets and lose the dead letters.
+    if decoded.dead_letters.num_rows:
+        dead_letters = ensure_dead_letter_table(catalog, settings)
+        if not _dead_letters_landed(dead_letters, plan.run_key):
+            try:
+                dead_letters.append(
+                    decoded.dead_letters.cast(dead_letters.schema().as_arrow()),
+                    snapshot_properties={BATCH_ID_KEY: plan.run_key},
+                )
+            except CommitFailedException as error:
+                raise ConcurrentIngestError(f"raw.dead_letter changed during the commit: {error}") from error
+    if after_dead_letters is not None:
+        after_dead_letters()
+    properties = offsets_properties(plan.topic, starts, next_offsets, fingerprints)
+    properties[INGESTED_AT_KEY] = now.isoformat()
+    if decoded.unknown_fields:
+        properties[UNKNOWN_FIELDS_KEY] = json.dumps(decoded.unknown_fields)
+    if decoded.keys_not_user_id:
+        properties[KEY_NOT_USER_ID_KEY] = str(decoded.keys_not_user_id)
+    try:
+        table.append(decoded.rows, snapshot_properties=properties)
+    except CommitFailedException as error:
+        raise ConcurrentIngestError(
+            f"{table.name()} moved while this batch was in flight ({error}); nothing was written. Re-plan the batch."
+        ) from error
+    seconds["commit"] = time.perf_counter() - clock
+    expire_old_snapshots(table, settings.raw_snapshots_kept)
+    dedup.extend(decoded.rows.column("event_id"))
+    snapshot = table.current_snapshot()
+    return BatchResult(
+        plan,
+        decoded.rows.num_rows,
+        decoded.dead_letters.num_rows,
+        snapshot.snapshot_id if snapshot else None,
+        next_offsets,
+        unknown_fields=decoded.unknown_fields,
+        keys_not_user_id=decoded.keys_not_user_id,
+        seconds={stage: round(value, 3) for stage, value in seconds.items()},
+    )
+
+
+def _read_ahead(
+    consumer: Consumer, slices: list[BatchPlan], stored: StoredOffsets
+) -> Generator[RawMessages, None, None]:
+    """Each slice's messages in turn; taking one starts reading the next in a thread, which runs while
+    the caller decodes and commits (Kafka reads are mostly Python per message, decoding and Iceberg
+    writes mostly native code: on 2 cores they overlap). Two slices are in memory at most."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-read-ahead") as reader:
+        # Only the first slice continues a previous run's batch, so only it checks the fingerprint.
+        future = reader.submit(read_range, consumer, slices[0].topic, slices[0].ranges, stored)
+        for upcoming in slices[1:]:
+            messages = future.result()
+            future = reader.submit(read_range, consumer, upcoming.topic, upcoming.ranges, StoredOffsets(upcoming.topic))
+            yield messages
+        yield future.result()
+
+
+def land_run(
+    settings: Settings,
+    plan: BatchPlan,
+    *,
+    catalog: Catalog | None = None,
+    on_batch: Callable[[BatchResult], None] | None = None,
+    follow_s: float = 0.0,
+) -> list[BatchResult]:
+    """Land a run's range as consecutive micro-batches of at most ``batch_max_events`` each.
+
+    Each micro-batch is its own snapshot with its offsets, so memory is bounded by the batch size,
+    not the run's range, and a retried run continues after the last batch it committed. One consumer
+    and one dedup window serve all the batches. Returns nothing if the range had already landed.
+
+    With ``follow_s``, the run then keeps landing what arrives, every ``ingest_poll_s``, for that
+    long: a steady stream is landed within seconds instead of paying a run launch per micro-batch.
+    The next run starts where the stored offsets then stand, so following never lands twice.
+    """
+    catalog = catalog or load_catalog(settings)
+    table = ensure_raw_table(catalog, settings, event_type_for_topic(plan.topic))
+    results: list[BatchResult] = []
+    dedup = None
+
+    def land(batch: BatchPlan, read: Callable[[], RawMessages] | None = None) -> None:
+        nonlocal dedup
+        dedup = dedup or DedupWindow.read(table, settings.dedup_window_events)
+        result = land_batch(settings, batch, catalog=catalog, consumer=consumer, dedup=dedup, read=read)
+        results.append(result)
+        if on_batch:
+            on_batch(result)
+
+    with closing(make_consumer(settings.bootstrap_servers)) as consumer:
+        stored = stored_offsets(table, plan.topic)
+        slices = micro_batches(plan, stored, settings.batch_max_events)
+        if slices:
+            # Closed before the consumer is: a read still in flight finishes first.
+            with closing(_read_ahead(consumer, slices, stored)) as reads:
+                for batch in slices:
+                    land(batch, lambda: next(reads))
+        deadline = time.monotonic() + follow_s
+        while time.monotonic() < deadline:
+            time.sleep(min(settings.ingest_poll_s, max(deadline - time.monotonic(), 0)))
+            if arrived := plan_next_batch(settings, plan.topic, catalog=catalog, consumer=consumer):
+                land(arrived)
+    return results
+
+
+def ingest_until_caught_up(
+    settings: Settings,
+    topic: str,
+    *,
+    catalog: Catalog | None = None,
+    on_batch: Callable[[BatchResult], None] | None = None,
+) -> list[BatchResult]:
+    """Plan and land runs until the topic has nothing new (what ``analytics-platform ingest`` does)."""
+    catalog = catalog or load_catalog(settings)
+    results: list[BatchResult] = []
+    while (plan := plan_next_run(settings, topic, catalog=catalog)) is not None:
+        results.extend(land_run(settings, plan, catalog=catalog, on_batch=on_batch))
+    return results

@@ -1,0 +1,27 @@
+"""The Iceberg SQL catalog every component opens: SQLite in the platform home, or PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pyiceberg.catalog import Catalog
+from pyiceberg.catalog import load_catalog as pyiceberg_load_catalog
+
+from analytics_platform.settings import Settings
+
+CATALOG_NAME = "analytics_platform"
+
+
+def load_catalog(settings: Settings) -> Catalog:
+    """The Iceberg SQL catalog (SQLite by default, PostgreSQL via PLATFORM_CATALOG_URI).
+
+    Further catalog properties come from pyiceberg's own environment variables, e.g.
+    ``PYICEBERG_CATALOG__ANALYTICS_PLATFORM__S3__ENDPOINT`` for an ``s3://`` warehouse.
+    """
+    if settings.catalog_sql_uri.startswith("sqlite:"):
+        settings.home.mkdir(parents=True, exist_ok=True)
+    if settings.warehouse_uri.startswith("file://"):
+        Path(settings.warehouse_uri.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+    return pyiceberg_load_catalog(
+        CATALOG_NAME, type="sql", uri=settings.catalog_sql_uri, warehouse=settings.warehouse_uri
+    )

@@ -1,0 +1,76 @@
+"""What a raw table's snapshots say: the properties ingestion records, the event days new rows
+touched, row counts, and expiry of old snapshots.
+
+Each ingest snapshot carries, besides its Kafka offsets (:mod:`analytics_platform.lakehouse.offsets`),
+its batch id, its ingest time and the undeclared fields its batch carried, so history answers "what
+landed when" without scanning data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import UTC, date, datetime
+
+import pyarrow.compute as pc
+from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.table import Table
+from pyiceberg.table.snapshots import ancestors_of
+
+BATCH_ID_KEY = "kafka.batch-id"
+INGESTED_AT_KEY = "ingest.ingested-at"
+UNKNOWN_FIELDS_KEY = "contract.unknown-fields"
+KEY_NOT_USER_ID_KEY = "kafka.keys-not-user-id"
+
+
+def properties(snapshot: object) -> dict[str, str]:
+    """A snapshot's summary properties (empty for a snapshot without a summary)."""
+    summary = getattr(snapshot, "summary", None)
+    return dict(summary.additional_properties) if summary is not None else {}
+
+
+def row_count(table: Table) -> int:
+    """Rows in the table's current snapshot, from its summary (no data scan)."""
+    snapshot = table.current_snapshot()
+    if snapshot is None or snapshot.summary is None:
+        return 0
+    return int(snapshot.summary.get("total-records") or 0)
+
+
+def event_days_since(table: Table, snapshot_id: int | None) -> tuple[date, date] | None:
+    """(first, last) event day of the rows committed after ``snapshot_id`` (None: all rows), or None."""
+    current = table.current_snapshot()
+    if current is None or current.snapshot_id == snapshot_id:
+        return None
+    since: str | None = None
+    if snapshot_id is not None:
+        for snapshot in ancestors_of(current, table.metadata):
+            if snapshot.snapshot_id == snapshot_id:
+                break
+            properties = snapshot.summary.additional_properties if snapshot.summary else {}
+            if INGESTED_AT_KEY in properties:
+                since = min(since or properties[INGESTED_AT_KEY], properties[INGESTED_AT_KEY])
+        else:
+            since = None  # the known snapshot is gone (table replaced or expired): look at everything
+    scan = table.scan(row_filter=f"ingested_at >= '{since}'" if since else "true", selected_fields=("event_at",))
+    event_at = scan.to_arrow().column("event_at")
+    if len(event_at) == 0:
+        return None
+    bounds = pc.min_max(event_at)
+    return bounds["min"].as_py().date(), bounds["max"].as_py().date()
+
+
+def expire_old_snapshots(table: Table, keep: int) -> None:
+    """Expire all but the newest ``keep`` snapshots once there are twice as many.
+
+    Every commit rewrites the table metadata, which lists each retained snapshot: over 10 minutes of
+    following a 2,000 events/s stream the commit time crept from 0.06 s to 0.76 s. Only metadata is
+    dropped (no file is deleted, so a build reading an older metadata file is unaffected); offsets live
+    in the newest snapshot, and the dedup window is found from data files, not history.
+    """
+    snapshots = sorted(table.snapshots(), key=lambda snapshot: snapshot.timestamp_ms)
+    if len(snapshots) <= 2 * keep:
+        return
+    oldest_kept = datetime.fromtimestamp(snapshots[-keep].timestamp_ms / 1000, UTC)
+    # If another writer committed meanwhile, the next batch tries again.
+    with contextlib.suppress(CommitFailedException):
+        table.maintenance.expire_snapshots().older_than(oldest_kept).commit()

@@ -1,0 +1,179 @@
+"""The DuckDB marts warehouse: one new file per dbt build, published by an atomic pointer swap.
+
+DuckDB allows one writer per file, and rebuilding tables in place while a dashboard reads them makes
+readers fail or see half-built state. So every build writes a fresh copy of the last published file
+(``builds/<time>-<id>/warehouse.duckdb``), and only a successful build is published by atomically replacing
+the symlink ``warehouse.duckdb``. Readers open the file the symlink resolves to, read-only, and reopen
+when it changes: they never wait for a build and never see one in progress.
+
+The build file exposes the raw Iceberg tables as views in schema ``raw``, each pinned to the table's
+metadata file at build start, so every model of one build reads the same snapshot; the snapshot ids
+are recorded in the file (``platform.raw_snapshot_pins``). The live facts (dbt tag ``live``) are the
+exception: the live follower refreshes them between full builds (see ``defs/transform/live.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+from pyiceberg.catalog import Catalog
+
+from analytics_platform.contracts.envelope import event_types
+from analytics_platform.contracts.types import duckdb_type
+from analytics_platform.exceptions import TableNotFoundError
+from analytics_platform.lakehouse.tables import (
+    DEAD_LETTER_SCHEMA,
+    DEAD_LETTER_TABLE,
+    contract_for,
+    open_table,
+    raw_table_schema,
+)
+from analytics_platform.settings import Settings
+from analytics_platform.warehouse.connections import (
+    BUILD_FILE,
+    PUBLISHED_NAME,
+    current_build,
+    duckdb_config,
+    install_extensions,
+    published_link,
+)
+
+KEEP_BUILDS = 3
+# Which raw snapshots a build reflects, in the build itself: RAW_PINS are those its ``raw`` views read,
+# LIVE_PINS those its live facts (dbt tag ``live``) were last brought up to (see defs/transform/live.py).
+PINS_SCHEMA = "platform"
+PINS_TABLE = "raw_snapshot_pins"
+RAW_PINS = "raw_views"
+LIVE_PINS = "live_facts"
+
+
+def build_lock(settings: Settings) -> contextlib.AbstractContextManager[None]:
+    """Serialise builds: each starts from the previous published file, so two at once would race."""
+    return _file_lock(settings, "build.lock")
+
+
+def publish_lock(settings: Settings) -> contextlib.AbstractContextManager[None]:
+    """Serialise publishing: a build that copied the published file publishes only after bringing its
+    live facts up to what was published since (the live follower publishes every few seconds)."""
+    return _file_lock(settings, "publish.lock")
+
+
+@contextlib.contextmanager
+def _file_lock(settings: Settings, name: str) -> Iterator[None]:
+    settings.duckdb_path.mkdir(parents=True, exist_ok=True)
+    with (settings.duckdb_path / name).open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def prepare_build(settings: Settings, catalog: Catalog) -> Path:
+    """A new build file: a copy of the published one, with ``raw`` views pinned to current snapshots."""
+    install_extensions(settings)
+    builds = settings.duckdb_path / "builds"
+    builds.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    # Every build file is named warehouse.duckdb (in its own folder): DuckDB names the catalog after the
+    # file, and dbt writes that name into every view, so a copied build must keep it to stay valid.
+    # ("marts" would clash with the schema of that name: `marts.fct_x` would be ambiguous.)
+    folder = builds / f"{stamp}-{uuid.uuid4().hex[:8]}"
+    folder.mkdir()
+    path = folder / BUILD_FILE
+    previous = current_build(settings)
+    if previous is not None:
+        shutil.copyfile(previous, path)
+    pin_raw_views(settings, catalog, path)
+    return path
+
+
+def pin_raw_views(settings: Settings, catalog: Catalog, build: Path) -> dict[str, int]:
+    """Point the build's ``raw`` views at each raw table's current snapshot; returns the event tables'
+    snapshot ids (0 for a table without one), also recorded in the build as its ``raw`` pins.
+
+    A table that has no snapshot, or does not exist yet, is an empty view of its schema's shape."""
+    schemas = {name: raw_table_schema(contract_for(settings, t)) for name, t in event_types().items()}
+    schemas[DEAD_LETTER_TABLE] = DEAD_LETTER_SCHEMA
+    pins = {}
+    con = duckdb.connect(str(build), config=duckdb_config(settings))
+    try:
+        con.execute("load iceberg")
+        con.execute("create schema if not exists raw")
+        for name, schema in schemas.items():
+            try:
+                table = open_table(catalog, settings, name)
+            except TableNotFoundError:
+                table = None
+            snapshot = table.current_snapshot() if table is not None else None
+            if table is None or snapshot is None:
+                # iceberg_scan needs a snapshot; an empty table is an empty relation of the right shape.
+                fields = (table.schema() if table is not None else schema).fields
+                columns = ", ".join(f"null::{duckdb_type(field)} as {field.name}" for field in fields)
+                con.execute(f"create or replace view raw.{name} as select {columns} where false")
+            else:
+                con.execute(
+                    f"create or replace view raw.{name} as select * from iceberg_scan('{table.metadata_location}')"
+                )
+            if name != DEAD_LETTER_TABLE:
+                pins[name] = snapshot.snapshot_id if snapshot else 0
+        _record_pins(con, RAW_PINS, pins)
+    finally:
+        con.close()
+    return pins
+
+
+def read_pins(build: Path, kind: str) -> dict[str, int] | None:
+    """The raw snapshot ids a build recorded as ``kind`` (RAW_PINS or LIVE_PINS), or None if it has none."""
+    with duckdb.connect(str(build), read_only=True) as con:
+        if not con.execute(
+            "select 1 from duckdb_tables() where schema_name = ? and table_name = ?", [PINS_SCHEMA, PINS_TABLE]
+        ).fetchall():
+            return None
+        rows = con.execute(
+            f"select table_name, snapshot_id from {PINS_SCHEMA}.{PINS_TABLE} where kind = ?", [kind]
+        ).fetchall()
+    return {name: int(snapshot_id) for name, snapshot_id in rows} or None
+
+
+def record_pins(build: Path, kind: str, pins: dict[str, int]) -> None:
+    with duckdb.connect(str(build)) as con:
+        _record_pins(con, kind, pins)
+
+
+def _record_pins(con: duckdb.DuckDBPyConnection, kind: str, pins: dict[str, int]) -> None:
+    con.execute(f"create schema if not exists {PINS_SCHEMA}")
+    con.execute(
+        f"create table if not exists {PINS_SCHEMA}.{PINS_TABLE} (kind varchar, table_name varchar, snapshot_id bigint)"
+    )
+    con.execute(f"delete from {PINS_SCHEMA}.{PINS_TABLE} where kind = ?", [kind])
+    con.executemany(
+        f"insert into {PINS_SCHEMA}.{PINS_TABLE} values (?, ?, ?)", [(kind, name, pin) for name, pin in pins.items()]
+    )
+
+
+def publish(settings: Settings, build: Path) -> None:
+    """Atomically point ``warehouse.duckdb`` at ``build`` and delete builds older than the last few."""
+    link = published_link(settings)
+    staging_link = link.with_name(f".{PUBLISHED_NAME}.{uuid.uuid4().hex}")
+    staging_link.symlink_to(os.path.relpath(build, link.parent))
+    os.replace(staging_link, link)  # rename(2) is atomic: readers see the old or the new build
+    builds = sorted((settings.duckdb_path / "builds").glob(f"*/{BUILD_FILE}"), key=lambda p: p.stat().st_mtime)
+    for old in builds[:-KEEP_BUILDS]:
+        if old != build:
+            discard(old)  # open readers keep their file until they close it
+
+
+def discard(build: Path) -> None:
+    build.unlink(missing_ok=True)
+    Path(f"{build}.wal").unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        build.parent.rmdir()

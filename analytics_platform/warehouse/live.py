@@ -1,0 +1,110 @@
+"""Live facts: the per-minute marts brought up to the latest raw snapshots every few seconds.
+
+A full marts build (``refresh_marts``) pays a run launch and a minute or more of dbt on a small machine,
+so an event would wait minutes to show in ``fct_events_per_minute``. The models tagged ``live`` in dbt
+(the per-minute facts, which read only views over raw and a seed) are cheap to recompute for the days
+new rows touched. The live follower (a long-lived Dagster run, see ``defs/transform/live.py``) does
+that every ``marts_live_interval_s``: copy the published file, pin its raw views to the current
+snapshots, ``dbt run`` the live models over the touched days, publish.
+
+Each build records the raw snapshots its live facts reflect (its live pins). The follower and full
+builds publish under one lock, and a full build that finds a file published since it started brings
+its live facts up to date first, so published live facts never go back in time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Protocol
+
+from analytics_platform.lakehouse.catalog import load_catalog
+from analytics_platform.settings import Settings
+from analytics_platform.warehouse import builds
+from analytics_platform.warehouse.connections import current_build
+from analytics_platform.warehouse.dbt import dbt_pointed_at, dbt_target
+from analytics_platform.warehouse.refresh import partition_range, raw_snapshot_ids, touched_days
+
+LIVE_TAG = "live"
+LIVE_SLOT = "live"
+RunDbt = Callable[[list[str], Path], None]
+"""Runs a dbt command (arguments, target folder) and raises if it fails."""
+
+
+class Log(Protocol):
+    def info(self, msg: str) -> None: ...
+
+
+def advance_live_pins(settings: Settings, build: Path, covered: tuple[str, str]) -> None:
+    """After a daily build of the ``covered`` partitions: if every day touched since the build's live
+    pins is among them, its live facts now reflect the snapshots its raw views read."""
+    days = touched_days(settings, builds.read_pins(build, builds.LIVE_PINS) or {})
+    keys = partition_range(days, datetime.now(UTC).date()) if days else None
+    if keys is None or (covered[0] <= keys[0] and keys[1] <= covered[1]):
+        builds.record_pins(build, builds.LIVE_PINS, builds.read_pins(build, builds.RAW_PINS) or {})
+
+
+def catch_up_live_facts(run_dbt: RunDbt, settings: Settings, build: Path, log: Log) -> tuple[str, str] | None:
+    """Pin the build's raw views to the current snapshots and rebuild its live facts over the days rows
+    landed in since its live pins; returns those days as partition keys (None: no partition to rebuild)."""
+    live = builds.read_pins(build, builds.LIVE_PINS) or {}
+    now = builds.pin_raw_views(settings, load_catalog(settings), build)
+    keys = None
+    if now != live:
+        # Computed after pinning, from the tables' current state: a superset of the days up to ``now``.
+        days = touched_days(settings, live)
+        keys = partition_range(days, datetime.now(UTC).date()) if days else None
+    if keys is not None:
+        log.info(f"rebuilding the live facts of {keys[0]} .. {keys[1]}")
+        with dbt_pointed_at(settings, build, LIVE_SLOT, keys):  # under the publish lock: one live run at a time
+            run_dbt(["run", "--select", f"tag:{LIVE_TAG}"], dbt_target(settings, LIVE_SLOT))
+    builds.record_pins(build, builds.LIVE_PINS, now)
+    return keys
+
+
+@dataclass(frozen=True)
+class LiveRefresh:
+    keys: tuple[str, str] | None  # the partitions rebuilt (None: the new rows touched none)
+    seconds: dict[str, float]  # per phase: waiting for the publish lock, copy and pin, dbt, publish
+
+
+def live_facts_behind(settings: Settings) -> bool:
+    """Whether marts are published and their live facts are behind the raw tables' current snapshots."""
+    published = current_build(settings)
+    return published is not None and raw_snapshot_ids(settings) != (builds.read_pins(published, builds.LIVE_PINS) or {})
+
+
+def refresh_live_facts(run_dbt: RunDbt, settings: Settings, log: Log) -> LiveRefresh | None:
+    """One follower step: publish a build with live facts at the current raw snapshots, if they moved."""
+    if not live_facts_behind(settings):
+        return None
+    clock = time.monotonic()
+    seconds = {}
+
+    def phase(name: str) -> None:
+        nonlocal clock
+        seconds[name] = round(time.monotonic() - clock, 3)
+        clock = time.monotonic()
+
+    with builds.publish_lock(settings):
+        phase("lock")
+        build = builds.prepare_build(settings, load_catalog(settings))
+        phase("copy")
+        try:
+            keys = catch_up_live_facts(run_dbt, settings, build, log)
+        except BaseException:
+            builds.discard(build)
+            raise
+        phase("dbt")
+        builds.publish(settings, build)
+        phase("publish")
+    return LiveRefresh(keys, seconds)
+
+
+def days_between(keys: tuple[str, str]) -> list[str]:
+    """Every day from ``keys[0]`` to ``keys[1]``, inclusive, as partition keys."""
+    first, last = date.fromisoformat(keys[0]), date.fromisoformat(keys[1])
+    return [(first + timedelta(days=offset)).isoformat() for offset in range((last - first).days + 1)]

@@ -1,0 +1,70 @@
+"""What a marts refresh must rebuild after new raw data landed: which days, and which job does it.
+
+Raw truth is the Iceberg tables: their current snapshot ids say whether anything landed since a
+build, and the rows committed since then say which event days the daily facts must recompute (late
+events included). Dagster-free, so the marts sensor, the CLI's ``build`` and the live follower share
+it, and it is tested without Dagster.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+from analytics_platform.contracts.envelope import event_types
+from analytics_platform.lakehouse.catalog import load_catalog
+from analytics_platform.lakehouse.snapshots import event_days_since
+from analytics_platform.lakehouse.tables import open_raw_table
+from analytics_platform.settings import Settings
+
+# The first daily partition: the synthetic data's history starts here (reference data four weeks before
+# the generator's default start); a deployment with older events moves it back.
+PARTITIONS_START = "2026-10-01"
+BUILD_JOB = "build_marts"
+REFRESH_JOB = "refresh_marts"
+DAYS_TAG = "analytics_platform/event_days"
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+def raw_snapshot_ids(settings: Settings) -> dict[str, int]:
+    """Current snapshot id of every raw table (0 for a table with none, or not created yet)."""
+    catalog = load_catalog(settings)
+    ids = {}
+    for name, event_type in sorted(event_types().items()):
+        table = open_raw_table(catalog, settings, event_type)
+        snapshot = table.current_snapshot() if table is not None else None
+        ids[name] = snapshot.snapshot_id if snapshot else 0
+    return ids
+
+
+def touched_days(settings: Settings, previous: dict[str, int]) -> tuple[date, date] | None:
+    """The event days the rows landed since ``previous`` snapshot ids fall in (first, last)."""
+    catalog = load_catalog(settings)
+    bounds = []
+    for name, event_type in event_types().items():
+        table = open_raw_table(catalog, settings, event_type)
+        if table is not None and (days := event_days_since(table, previous.get(name) or None)):
+            bounds.append(days)
+    if not bounds:
+        return None
+    return min(first for first, _ in bounds), max(last for _, last in bounds)
+
+
+def partition_range(days: tuple[date, date], today: date) -> tuple[str, str] | None:
+    """The days clipped to the partitions that exist (PARTITIONS_START .. today), as partition keys."""
+    first = max(days[0], date.fromisoformat(PARTITIONS_START))
+    last = min(days[1], today)
+    return (first.isoformat(), last.isoformat()) if first <= last else None
+
+
+def marts_run(days: tuple[date, date] | None, today: date) -> tuple[str, dict[str, str]]:
+    """The job (and its tags) that rebuilds the marts after rows touching ``days`` landed: ``refresh_marts``
+    over those days that are daily partitions, or ``build_marts`` (the models without partitions) if none."""
+    if days is None:
+        return BUILD_JOB, {}
+    tags = {DAYS_TAG: json.dumps([d.isoformat() for d in days])}
+    keys = partition_range(days, today)
+    if keys is None:
+        return BUILD_JOB, tags
+    return REFRESH_JOB, tags | {RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[1]}

@@ -1,0 +1,115 @@
+"""The live follower keeps the per-minute facts at the latest raw snapshots between full marts builds."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import duckdb
+
+from analytics_platform.contracts.envelope import event_types
+from analytics_platform.definitions import platform_definitions
+from analytics_platform.defs.resources import PlatformResource
+from analytics_platform.defs.transform.live import LIVE_JOB, live_facts_sensor
+from analytics_platform.defs.transform.project import dbt_resource
+from analytics_platform.ingest.land import ingest_until_caught_up
+from analytics_platform.lakehouse.catalog import load_catalog
+from analytics_platform.local.instance import get_instance
+from analytics_platform.local.orchestration import build_marts
+from analytics_platform.settings import Settings
+from analytics_platform.warehouse import builds, connections
+from analytics_platform.warehouse.live import catch_up_live_facts
+from tests.helpers import produce
+
+Cell = tuple[datetime, str]
+
+
+def expected_per_minute(events: list[dict[str, Any]]) -> Counter[Cell]:
+    """Events per (minute, type), computed from what was produced."""
+    minute = {"second": 0, "microsecond": 0}
+    return Counter(
+        (datetime.fromisoformat(event["timestamp"]).astimezone(UTC).replace(**minute), event["event_type"])
+        for event in events
+    )
+
+
+def per_minute(build: Any) -> Counter[Cell]:
+    with duckdb.connect(str(build), read_only=True) as con:
+        rows = con.execute("select event_minute, event_type, event_count from marts.fct_events_per_minute").fetchall()
+    return Counter({(minute.astimezone(UTC), event_type): int(count) for minute, event_type, count in rows})
+
+
+def daily_active_users(build: Any) -> list[tuple]:
+    with duckdb.connect(str(build), read_only=True) as con:
+        return con.execute("select * exclude (built_at) from marts.fct_daily_active_users order by all").fetchall()
+
+
+def land(settings: Settings, count: int, seed: int) -> list[dict[str, Any]]:
+    events = produce(settings, count, seed=seed, days=1)
+    for event_type in event_types().values():
+        ingest_until_caught_up(settings, event_type.topic)
+    return events
+
+
+def follow_once(settings: Settings) -> dg.ExecuteInProcessResult:
+    run_config = {"ops": {"refresh_live_facts": {"config": {"follow_s": 0}}}}
+    return (
+        platform_definitions()
+        .resolve_job_def(LIVE_JOB)
+        .execute_in_process(run_config=run_config, instance=get_instance(settings))
+    )
+
+
+def sensor_requests(settings: Settings) -> int:
+    with dg.build_sensor_context(
+        instance=get_instance(settings), resources={"platform": PlatformResource()}
+    ) as context:
+        result = live_facts_sensor(context)
+    assert isinstance(result, dg.SensorResult)
+    return len(result.run_requests or [])
+
+
+def test_live_facts_follow_new_events_and_leave_the_other_marts_to_full_builds(broker: Settings) -> None:
+    first = land(broker, 2_000, seed=1)
+    build_marts(broker)
+    built = connections.current_build(broker)
+    assert per_minute(built) == expected_per_minute(first)
+    assert sensor_requests(broker) == 0  # a full build leaves the live facts current: nothing to follow
+
+    second = land(broker, 1_000, seed=2)
+    assert sensor_requests(broker) == 1
+    result = follow_once(broker)
+    assert result.success
+    live = connections.current_build(broker)
+    assert live != built
+    assert per_minute(live) == expected_per_minute(first + second)
+    assert daily_active_users(live) == daily_active_users(built)  # not live: moves with the next full build
+    days = {event["timestamp"][:10] for event in second}
+    materialized = {
+        (m.asset_key.path[-1], m.partition) for m in result.asset_materializations_for_node("refresh_live_facts")
+    }
+    assert {partition for _, partition in materialized} >= days
+    assert {name for name, _ in materialized} == {"fct_events_per_minute", "fct_revenue_per_minute"}
+    assert sensor_requests(broker) == 0
+
+    assert follow_once(broker).success
+    assert connections.current_build(broker) == live  # nothing new landed: nothing published
+
+
+def test_a_build_that_started_before_a_live_refresh_catches_up_before_publishing(broker: Settings) -> None:
+    first = land(broker, 2_000, seed=1)
+    build_marts(broker)
+    started = builds.prepare_build(broker, load_catalog(broker))  # a full build copies the published file
+    second = land(broker, 1_000, seed=2)
+    assert follow_once(broker).success  # ... and the follower publishes newer live facts meanwhile
+    assert per_minute(started) == expected_per_minute(first)
+
+    def run_dbt(args: list[str], target: Path) -> None:
+        dbt_resource().cli(args, target_path=target).wait()
+
+    catch_up_live_facts(run_dbt, broker, started, logging.getLogger(__name__))
+    assert per_minute(started) == expected_per_minute(first + second) == per_minute(connections.current_build(broker))
