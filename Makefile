@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 RATE ?= 20
 
-.PHONY: install demo dev test lint bench clean
+.PHONY: install demo dev test test-fast lint docs bench clean
 
 install: $(VENV)/.installed
 
@@ -19,23 +19,34 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $@
 
+# No target puts the venv on PATH: every command finds its tools (dbt, dagster) next to its interpreter.
 demo: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/analytics-platform demo
+	$(BIN)/analytics-platform demo
 
 dev: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/analytics-platform dev --rate $(RATE)
+	$(BIN)/analytics-platform dev --rate $(RATE)
 
+# Everything: unit tests, the real broker, Iceberg, dbt and Dagster, and the fault-injection tests.
 test: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The unit tests of pure logic only (no broker, dbt or Dagster run): under a minute.
+test-fast: install
+	$(BIN)/pytest -m fast $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check analytics_platform tests
-	$(BIN)/ruff format --check analytics_platform tests
+	$(BIN)/ruff check analytics_platform tests bench
+	$(BIN)/ruff format --check analytics_platform tests bench
 	$(BIN)/mypy
+	$(BIN)/sqlfluff lint dbt_project
+
+# docs/configuration.md is generated from the Settings fields' descriptions (a test checks it is current).
+docs: install
+	$(BIN)/python -c "from analytics_platform.settings import settings_reference; print(settings_reference(), end='')" > docs/configuration.md
 
 clean:
 	rm -rf $(VENV) .platform dbt_project/target dbt_project/logs
 
 # Benchmarks (not tests): BENCH_ARGS=--quick for a smoke run; results in bench/results/.
 bench: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)

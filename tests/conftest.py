@@ -21,6 +21,17 @@ from analytics_platform.kafka.admin import create_topics
 from analytics_platform.settings import Settings, get_settings
 
 POSTGRES_ADMIN_DSN = os.environ.get("TEST_POSTGRES_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
+KINDS = ("fast", "integration")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test says what it needs: ``fast`` (pure logic, `make test-fast`) or ``integration`` (real parts)."""
+    unmarked = [item.nodeid for item in items if sum(item.get_closest_marker(kind) is not None for kind in KINDS) != 1]
+    if unmarked:
+        raise pytest.UsageError(
+            "mark each test module `pytestmark = pytest.mark.fast` (no broker, dbt or Dagster run) or "
+            f"`pytest.mark.integration`; unmarked or marked twice: {unmarked[:5]}"
+        )
 
 
 def free_port() -> int:

@@ -9,10 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from analytics_platform.contracts.envelope import event_topics
 from analytics_platform.kafka.reader import log_bounds
 from analytics_platform.settings import get_settings
 from analytics_platform.sim.generator import generate_events
+
+pytestmark = pytest.mark.integration
 
 CLI = str(Path(sys.executable).parent / "analytics-platform")
 

@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+pytestmark = pytest.mark.integration
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DAGSTER_SERVICES = ("code-location", "dagster-webserver", "dagster-daemon")
 REQUIRED_SERVICES = ("kafka", "schema-registry", "postgres", *DAGSTER_SERVICES)

@@ -21,6 +21,8 @@ from analytics_platform.settings import Settings, get_settings
 from analytics_platform.warehouse import connections
 from tests.helpers import counts_by_type, event_ids, produce
 
+pytestmark = pytest.mark.integration
+
 
 def parse(timestamp: str) -> datetime:
     return datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)

@@ -13,6 +13,8 @@ from analytics_platform.contracts.compatibility import (
     check_storage_evolution,
 )
 
+pytestmark = pytest.mark.fast
+
 Field = dict[str, Any]
 
 ORDER_ID: Field = {"name": "order_id", "type": "string"}

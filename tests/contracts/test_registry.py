@@ -21,6 +21,8 @@ from analytics_platform.contracts.compatibility import CompatibilityMode
 from analytics_platform.contracts.registry import DEFAULT_SCHEMA_DIR, load_registry
 from analytics_platform.exceptions import SchemaRegistryError
 
+pytestmark = pytest.mark.fast
+
 CLI = str(Path(sys.executable).parent / "analytics-platform")
 EVENT_TYPES = {"user_visit", "add_to_cart", "checkout", "purchase", "user_profile_changed", "product_changed"}
 Schema = dict[str, Any]

@@ -16,6 +16,8 @@ from analytics_platform.local.instance import get_instance
 from analytics_platform.settings import Settings
 from tests.helpers import counts_by_type, event_ids, produce, wait_for
 
+pytestmark = pytest.mark.integration
+
 PURCHASE = event_types()["purchase"]
 
 

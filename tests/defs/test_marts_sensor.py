@@ -15,6 +15,8 @@ from analytics_platform.settings import Settings
 from analytics_platform.warehouse.refresh import REFRESH_JOB
 from tests.helpers import produce
 
+pytestmark = pytest.mark.integration
+
 
 def evaluate(instance: dg.DagsterInstance, cursor: str | None = None) -> dg.SensorResult:
     with dg.build_sensor_context(

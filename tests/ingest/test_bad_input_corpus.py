@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from confluent_kafka import Producer
 
 from analytics_platform.contracts.envelope import encode_event
@@ -17,6 +18,8 @@ from analytics_platform.lakehouse.catalog import load_catalog
 from analytics_platform.lakehouse.tables import ensure_dead_letter_table
 from analytics_platform.settings import Settings
 from tests.helpers import landed
+
+pytestmark = pytest.mark.integration
 
 TOPIC = "events.purchase"
 Event = dict[str, Any]

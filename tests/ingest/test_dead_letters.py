@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 
+import pytest
 from confluent_kafka import Producer
 
 from analytics_platform.contracts.envelope import encode_event
@@ -17,6 +18,8 @@ from analytics_platform.lakehouse.tables import ensure_dead_letter_table
 from analytics_platform.local.orchestration import ingest_through_dagster
 from analytics_platform.settings import Settings
 from tests.helpers import event_ids, landed, produce
+
+pytestmark = pytest.mark.integration
 
 TOPIC = "events.add_to_cart"
 

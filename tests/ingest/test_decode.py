@@ -16,6 +16,8 @@ from analytics_platform.kafka.reader import RawMessages
 from analytics_platform.lakehouse.tables import raw_table_schema
 from analytics_platform.sim.generator import generate_events
 
+pytestmark = pytest.mark.fast
+
 NOW = datetime(2026, 11, 26, tzinfo=UTC)
 PURCHASE = load_registry().contract("purchase")
 CONTEXT = GateContext("events.purchase", NOW, datetime(2000, 1, 1, tzinfo=UTC), timedelta(hours=1))

@@ -18,6 +18,8 @@ from analytics_platform.settings import Settings
 from analytics_platform.sim.generator import generate_events
 from tests.helpers import counts_by_type, event_ids, produce, produce_events
 
+pytestmark = pytest.mark.integration
+
 TOPIC = "events.user_visit"
 
 

@@ -18,6 +18,8 @@ from analytics_platform.sim.generator import generate_events
 from tests.conftest import set_environment
 from tests.helpers import add_payload_field, landed, schema_dir_with_v2, send_raw
 
+pytestmark = pytest.mark.integration
+
 TOPIC = "events.purchase"
 
 

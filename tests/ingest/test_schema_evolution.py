@@ -21,6 +21,8 @@ from analytics_platform.warehouse.connections import connect_marts
 from tests.conftest import set_environment
 from tests.helpers import add_payload_field, produce, schema_dir_with_v2
 
+pytestmark = pytest.mark.integration
+
 TOPIC = "events.purchase"
 
 

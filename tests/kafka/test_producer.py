@@ -27,6 +27,8 @@ from analytics_platform.settings import Settings, get_settings
 from analytics_platform.sim.generator import generate_events
 from tests.conftest import set_environment
 
+pytestmark = pytest.mark.integration
+
 QUIET_POLLS = 10  # consecutive empty polls of POLL_S (~2 s of silence) mean the end of the log
 POLL_S = 0.2
 READ_DEADLINE_S = 60.0

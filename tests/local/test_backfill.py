@@ -26,6 +26,8 @@ from analytics_platform.sim.generator import generate_dataset
 from analytics_platform.warehouse.connections import connect_marts
 from analytics_platform.warehouse.refresh import DAYS_TAG, REFRESH_JOB
 
+pytestmark = pytest.mark.integration
+
 ACTIVITY = ("user_visit", "add_to_cart", "checkout", "purchase")
 
 

@@ -13,9 +13,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from analytics_platform.contracts.envelope import event_types
 from tests.conftest import free_port
 from tests.helpers import wait_for
+
+pytestmark = pytest.mark.integration
 
 CLI = str(Path(sys.executable).parent / "analytics-platform")
 

@@ -19,6 +19,8 @@ import pytest
 
 from tests.marts.conftest import LandedMarts
 
+pytestmark = pytest.mark.integration
+
 ACTIVITY_TYPES = frozenset({"user_visit", "add_to_cart", "checkout", "purchase"})
 # The spec's fixed reference rates; the seed must hold exactly these.
 EUR_PER_UNIT = {"EUR": Decimal("1.00"), "GBP": Decimal("1.17"), "USD": Decimal("0.92")}

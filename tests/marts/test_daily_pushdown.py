@@ -12,8 +12,12 @@ from collections.abc import Iterator
 from datetime import date
 from typing import Any
 
+import pytest
+
 from analytics_platform.warehouse.connections import connect_marts
 from tests.marts.conftest import LandedMarts
+
+pytestmark = pytest.mark.integration
 
 
 def operators(node: dict[str, Any]) -> Iterator[dict[str, Any]]:

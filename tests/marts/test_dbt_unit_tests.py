@@ -5,9 +5,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
 from analytics_platform.defs.transform.project import dbt_resource
 from analytics_platform.warehouse.dbt import dbt_pointed_at, dbt_target
 from tests.marts.conftest import LandedMarts
+
+pytestmark = pytest.mark.integration
 
 UNIT_TESTS = 12  # `unit_tests:` in the models' YAML
 

@@ -13,8 +13,12 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from analytics_platform.sim.generator import Dataset, version_at
 from tests.marts.conftest import LandedMarts
+
+pytestmark = pytest.mark.integration
 
 ACTIVITY_TYPES = ("user_visit", "add_to_cart", "checkout", "purchase")  # also the funnel's step order
 ALL = "all"

@@ -16,6 +16,8 @@ from analytics_platform.warehouse.connections import current_build
 from tests.conftest import set_environment
 from tests.helpers import produce, send_raw
 
+pytestmark = pytest.mark.integration
+
 
 def ingest_all(settings: Settings) -> None:
     for event_type in event_types().values():

@@ -21,6 +21,8 @@ from analytics_platform.sim.generator import (
     generate_events,
 )
 
+pytestmark = pytest.mark.fast
+
 
 def test_same_seed_gives_byte_identical_streams_and_other_seeds_differ() -> None:
     first = [encode_event(e) for e in generate_events(3_000, seed=9, days=2)]

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import duckdb
+import pytest
 
 from analytics_platform.lakehouse.catalog import load_catalog
 from analytics_platform.settings import get_settings
 from analytics_platform.warehouse import builds, connections
+
+pytestmark = pytest.mark.fast
 
 
 def write_marker(path, value: int) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import dagster as dg
 import duckdb
+import pytest
 
 from analytics_platform.contracts.envelope import event_types
 from analytics_platform.definitions import platform_definitions
@@ -24,6 +25,8 @@ from analytics_platform.settings import Settings
 from analytics_platform.warehouse import builds, connections
 from analytics_platform.warehouse.live import catch_up_live_facts
 from tests.helpers import produce
+
+pytestmark = pytest.mark.integration
 
 Cell = tuple[datetime, str]
 

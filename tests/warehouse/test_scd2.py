@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
+
 from analytics_platform.contracts.envelope import event_types
 from analytics_platform.ingest.land import ingest_until_caught_up
 from analytics_platform.kafka.producer import producer_options, publish
@@ -14,6 +16,8 @@ from analytics_platform.local.orchestration import build_marts
 from analytics_platform.settings import Settings
 from analytics_platform.sim.generator import Dataset, generate_dataset, version_at
 from analytics_platform.warehouse.connections import connect_marts
+
+pytestmark = pytest.mark.integration
 
 
 def land(settings: Settings, dataset: Dataset) -> None:
