@@ -19,6 +19,17 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $@
 
+# Tools the tests run that cannot share the platform's pins, in their own venv: docker-compose 1.29.2
+# validates docker-compose.yml offline (see tests/compose-requirements.txt). Rebuilt when its pins change.
+TOOLS := .tools
+.PHONY: tools
+tools: $(TOOLS)/.installed
+
+$(TOOLS)/.installed: tests/compose-requirements.txt | $(VENV)/.installed
+	$(BIN)/uv venv --quiet --clear --python $(PYTHON) $(TOOLS)
+	$(BIN)/uv pip sync --quiet --compile-bytecode --python $(TOOLS)/bin/python tests/compose-requirements.txt
+	touch $@
+
 # No target puts the venv on PATH: every command finds its tools (dbt, dagster) next to its interpreter.
 demo: install
 	$(BIN)/analytics-platform demo
@@ -27,7 +38,7 @@ dev: install
 	$(BIN)/analytics-platform dev --rate $(RATE)
 
 # Everything: unit tests, the real broker, Iceberg, dbt and Dagster, and the fault-injection tests.
-test: install
+test: install tools
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The unit tests of pure logic only (no broker, dbt or Dagster run): under a minute.

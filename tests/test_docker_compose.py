@@ -1,25 +1,28 @@
 """The production compose stack validates and keeps its shape: pinned images, KRaft, PostgreSQL.
 
-Validation uses Debian's ``docker-compose`` (v1), which checks the file offline: no Docker engine is
-needed. The file is written so that the ``docker compose`` plugin (v2) reads it the same way.
+Validation uses docker-compose 1.29.2 (v1) from the tools venv that `make test` creates (tests/compose.py):
+it checks the file offline, with no Docker engine. The file is written so that the ``docker compose``
+plugin (v2) reads it the same way.
 """
 
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from functools import cache
 from pathlib import Path
+from textwrap import dedent
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
+from tests.compose import ComposeFileError, docker_compose, resolve
+
 pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 DAGSTER_SERVICES = ("code-location", "dagster-webserver", "dagster-daemon")
 REQUIRED_SERVICES = ("kafka", "schema-registry", "postgres", *DAGSTER_SERVICES)
 # An exact release, optionally with a variant suffix: 4.1.0, 3.11.14-slim-bookworm, 16.10-bookworm.
@@ -29,30 +32,10 @@ VERSION_TAG = re.compile(r"^v?(?P<numbers>\d+(\.\d+)*)([-_+][A-Za-z0-9_.+-]+)?$"
 TWO_NUMBER_RELEASES = {"postgres"}
 
 
-def docker_compose(*args: str) -> subprocess.CompletedProcess[str]:
-    executable = shutil.which("docker-compose")
-    if executable is None:
-        pytest.fail(
-            "docker-compose is not installed; it validates docker-compose.yml offline. "
-            "Install it with: sudo apt-get install docker-compose"
-        )
-    return subprocess.run(
-        [executable, "-f", "docker-compose.yml", *args],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 @cache
 def resolved_config() -> dict[str, Any]:
     """The configuration as compose resolves it: anchors merged, variables interpolated."""
-    result = docker_compose("config")
-    assert result.returncode == 0, result.stderr
-    config = yaml.safe_load(result.stdout)
-    assert isinstance(config, dict) and isinstance(config.get("services"), dict), result.stdout
-    return config
+    return resolve(COMPOSE_FILE)
 
 
 def unpinned_reason(reference: str) -> str | None:
@@ -91,8 +74,81 @@ def dockerfile_base_images(dockerfile: Path) -> list[str]:
 
 
 def test_compose_file_validates() -> None:
-    result = docker_compose("config", "-q")
+    result = docker_compose(COMPOSE_FILE, "config", "-q")
     assert result.returncode == 0, f"docker-compose config -q failed:\n{result.stderr}"
+    # A ${VAR} with neither a default (:-) nor an error (:?) silently becomes an empty string.
+    assert "variable is not set" not in result.stderr, result.stderr
+
+
+def test_interpolation_applies_defaults_and_requires_variables(tmp_path: Path) -> None:
+    compose_file = tmp_path / "docker-compose.yml"
+    compose_file.write_text(
+        dedent(
+            """\
+            services:
+              app:
+                image: analytics-platform:0.1.0
+                environment:
+                  PORT: ${PORT:-3000}
+                  URL: postgresql://${PG_USER:-analytics}:${PG_PASSWORD:?set PG_PASSWORD}@postgres/iceberg
+            """
+        )
+    )
+
+    def app_environment(variables: dict[str, str]) -> dict[str, str]:
+        return dict(resolve(compose_file, variables)["services"]["app"]["environment"])
+
+    assert app_environment({"PG_PASSWORD": "s3cret"}) == {
+        "PORT": "3000",
+        "URL": "postgresql://analytics:s3cret@postgres/iceberg",
+    }
+    # `:-` replaces an empty value as well as an unset one.
+    assert app_environment({"PG_PASSWORD": "s3cret", "PORT": "", "PG_USER": "ops"}) == {
+        "PORT": "3000",
+        "URL": "postgresql://ops:s3cret@postgres/iceberg",
+    }
+    # `:?` rejects an empty value as well as an unset one, with the file's own message.
+    for missing in ({}, {"PG_PASSWORD": ""}):
+        with pytest.raises(ComposeFileError, match="set PG_PASSWORD"):
+            resolve(compose_file, missing)
+
+
+KAFKA = """\
+services:
+  kafka:
+    image: apache/kafka:4.1.0
+"""
+BROKEN_FILES = {
+    "unknown service key": (
+        KAFKA + "    healthchek:\n      test: [CMD, 'true']\n",
+        "Unsupported config option for services.kafka: 'healthchek'",
+    ),
+    "unknown depends_on condition": (
+        KAFKA + "  app:\n    image: analytics-platform:0.1.0\n    depends_on:\n      kafka:\n"
+        "        condition: service_ready\n",
+        'services.app.depends_on.kafka.condition contains "service_ready", which is an invalid type',
+    ),
+    "depends_on an undefined service": (
+        KAFKA + "    depends_on: [zookeeper]\n",
+        "Service 'kafka' depends on service 'zookeeper' which is undefined",
+    ),
+    "named volume not declared": (
+        KAFKA + "    volumes: [kafka-data:/var/lib/kafka/data]\n",
+        'is used in service "kafka" but no declaration was found in the volumes section',
+    ),
+    "required variable missing": (
+        KAFKA + "    environment:\n      CLUSTER_ID: ${KAFKA_CLUSTER_ID:?set KAFKA_CLUSTER_ID in .env}\n",
+        "set KAFKA_CLUSTER_ID in .env",
+    ),
+}
+
+
+@pytest.mark.parametrize(("content", "reason"), BROKEN_FILES.values(), ids=BROKEN_FILES.keys())
+def test_invalid_compose_file_is_rejected_with_its_reason(tmp_path: Path, content: str, reason: str) -> None:
+    compose_file = tmp_path / "docker-compose.yml"
+    compose_file.write_text(content)
+    with pytest.raises(ComposeFileError, match=re.escape(reason)):
+        resolve(compose_file)
 
 
 def test_services_exist() -> None:
