@@ -212,10 +212,13 @@ def demo(
 
 @app.command()
 def dev(
-    rate: Annotated[float, typer.Option(help="Events per second of the live generator.")] = 20.0,
+    rate: Annotated[
+        float, typer.Option(help="Events per second of the live generator; 0 runs none (produce your own).")
+    ] = 20.0,
     port: Annotated[int, typer.Option(help="Port of the Dagster webserver.")] = 3000,
 ) -> None:
-    """Broker + live generator + `dagster dev` (webserver and daemon, sensors on). Ctrl-C stops all."""
+    """Broker + live generator + `dagster dev` (webserver and daemon, sensors on), each restarted if it dies.
+    Ctrl-C stops all."""
     from analytics_platform.local.dev import run_dev
 
     run_dev(_settings(), rate=rate, port=port, echo=_echo)

@@ -262,5 +262,19 @@ def test_dagster_instance_uses_postgres_storage() -> None:
         "db_name": {"env": "DAGSTER_PG_DB"},
     }
     assert instance["run_coordinator"]["class"] == "QueuedRunCoordinator"
-    assert instance["run_launcher"]["class"] == "DefaultRunLauncher"
     assert instance["telemetry"] == {"enabled": False}
+
+
+def test_dagster_instance_notices_dead_run_workers() -> None:
+    """The compose instance fails runs whose worker died (heartbeats), and re-executes crashed runs only."""
+    from analytics_platform.local.instance import instance_config
+    from analytics_platform.settings import get_settings
+
+    compose = yaml.safe_load((REPO_ROOT / "docker" / "dagster.yaml").read_text())
+    local = instance_config(get_settings())
+    for instance in (compose, local):
+        assert instance["run_launcher"]["class"] == "HeartbeatRunLauncher"
+        assert instance["run_launcher"]["module"] == "analytics_platform.defs.run_health"
+        assert instance["run_monitoring"]["enabled"] is True
+        assert instance["run_retries"] == {"enabled": True, "retry_on_asset_or_op_failure": False}
+    assert compose["run_monitoring"] == local["run_monitoring"]

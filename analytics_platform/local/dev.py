@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import os
+import json
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
@@ -30,10 +32,94 @@ BIN = Path(sys.executable).parent
 Echo = Callable[[str], None]
 
 
+# A service that keeps dying is a bug to look at, not something to restart forever.
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 600.0
+# A service that was healthy and then fails its health check this long is restarted (a liveness probe).
+UNHEALTHY_AFTER_S = 30.0
+SUPERVISE_EVERY_S = 2.0
+LOCATIONS = "{ workspaceOrError { ... on Workspace { locationEntries { name locationOrLoadError { __typename } } } } }"
+
+
+def code_locations_loaded(port: int) -> bool | None:
+    """Whether ``dagster dev``'s webserver reports every code location loaded (False: one failed to load,
+    e.g. its code server died; None: the webserver does not answer)."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": LOCATIONS}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            entries = json.loads(response.read())["data"]["workspaceOrError"]["locationEntries"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return bool(entries) and all(
+        (entry["locationOrLoadError"] or {}).get("__typename") == "RepositoryLocation" for entry in entries
+    )
+
+
+@dataclass
+class Service:
+    """A child process ``make dev`` keeps running: restarted (after its process group is cleared) if it
+    dies, or if its ``health`` check, once passed, keeps failing for UNHEALTHY_AFTER_S."""
+
+    name: str
+    command: list[str]
+    log: Path
+    cwd: Path | None = None
+    health: Callable[[], bool | None] | None = None
+    process: subprocess.Popen[bytes] | None = None
+    restarts: list[float] = field(default_factory=list)
+    healthy_once: bool = False
+    unhealthy_since: float | None = None
+
+    def start(self) -> None:
+        self.process = spawn(self.command, self.log, cwd=self.cwd)
+        self.healthy_once, self.unhealthy_since = False, None
+
+    def supervise(self, echo: Echo) -> None:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            self._restart(echo, f"exited with code {self.process.returncode}")
+        elif self.health is not None:
+            healthy = self.health()
+            now = time.monotonic()
+            if healthy:
+                self.healthy_once, self.unhealthy_since = True, None
+            elif self.healthy_once:
+                self.unhealthy_since = self.unhealthy_since or now
+                if now - self.unhealthy_since >= UNHEALTHY_AFTER_S:
+                    self._restart(echo, f"failed its health check for {UNHEALTHY_AFTER_S:.0f}s")
+
+    def _restart(self, echo: Echo, why: str) -> None:
+        assert self.process is not None
+        stop_group(self.process)  # with what it started: run workers, code servers
+        now = time.monotonic()
+        self.restarts = [t for t in self.restarts if now - t < RESTART_WINDOW_S] + [now]
+        if len(self.restarts) > MAX_RESTARTS:
+            raise PlatformError(
+                f"{self.name} needed {len(self.restarts)} restarts within {RESTART_WINDOW_S:.0f}s (last: {why}); "
+                f"see {self.log}"
+            )
+        echo(f"{self.name} {why}; restarting it (see {self.log})")
+        self.start()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_group(self.process)
+
+
 def run_dev(settings: Settings, *, rate: float, port: int, echo: Echo) -> None:
-    """Broker, live generator and ``dagster dev`` until Ctrl-C or SIGTERM; then stop all of them."""
+    """Broker, live generator and ``dagster dev`` until Ctrl-C or SIGTERM; then stop all of them.
+
+    A service that dies (``dagster dev`` when its daemon or webserver is killed, say) or whose code
+    location stops loading (its code server was killed) is restarted, and what its process group left
+    behind is killed first: runs that died with it are failed by run monitoring once their heartbeats
+    stop, and their sensors request the work again. ``rate=0`` runs
+    no generator (produce your own events)."""
     prepare_dagster_home(settings)
-    processes: list[subprocess.Popen[bytes]] = []
+    services: list[Service] = []
     started_broker = False
 
     def stop(signum: int, _frame: FrameType | None) -> None:
@@ -51,34 +137,33 @@ def run_dev(settings: Settings, *, rate: float, port: int, echo: Echo) -> None:
         if started_broker:
             _continue_after_fresh_broker(settings, catalog, echo)
         logs = settings.home / "logs"
-        # This venv's tools first: dagster-dbt's `dbt parse` (of a stale manifest) looks for `dbt` on PATH.
-        env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-        processes.append(
-            spawn(
-                [sys.executable, "-m", "analytics_platform.cli", "generate", "--live", "--rate", str(rate)],
-                logs / "generator.log",
-                env=env,
-            )
-        )
-        processes.append(
-            spawn(
-                [str(BIN / "dagster"), "dev", "-w", str(WORKSPACE), "-h", "127.0.0.1", "-p", str(port)],
+        if rate > 0:
+            generate = [sys.executable, "-m", "analytics_platform.cli", "generate", "--live", "--rate", str(rate)]
+            services.append(Service("the generator", generate, logs / "generator.log"))
+        dagster_dev = [str(BIN / "dagster"), "dev", "-w", str(WORKSPACE), "-h", "127.0.0.1", "-p", str(port)]
+        services.append(
+            Service(
+                "dagster dev",
+                dagster_dev,
                 logs / "dagster-dev.log",
-                env=env,
                 cwd=REPO_ROOT,
+                health=lambda: code_locations_loaded(port),  # a dead code server is not restarted by dagster dev
             )
         )
-        echo(f"broker: {settings.bootstrap_servers}; generator: {rate:g} events/s ({logs / 'generator.log'})")
+        for service in services:
+            service.start()
+        generator = f"{rate:g} events/s ({logs / 'generator.log'})" if rate > 0 else "off (--rate 0)"
+        echo(f"broker: {settings.bootstrap_servers}; generator: {generator}")
         echo(f"Dagster UI: http://127.0.0.1:{port}  (logs: {logs / 'dagster-dev.log'}); Ctrl-C stops everything")
-        while all(process.poll() is None for process in processes):
-            time.sleep(0.5)
-        failed = next(process for process in processes if process.poll() is not None)
-        raise PlatformError(f"{failed.args!r} exited with code {failed.returncode}; see {logs}")
+        while True:
+            time.sleep(SUPERVISE_EVERY_S)
+            for service in services:
+                service.supervise(echo)
     except KeyboardInterrupt:
         echo("stopping ...")
     finally:
-        for process in reversed(processes):
-            stop_group(process)
+        for service in reversed(services):
+            service.stop()
         if started_broker:
             broker.stop(settings)
         echo("stopped")

@@ -2,8 +2,9 @@
 
 Written from the settings on every start, so the instance always matches the environment: SQLite
 storage by default, PostgreSQL when ``PLATFORM_DAGSTER_STORAGE_URL`` is set; runs launched at once
-(no queue); run retries on, so a transient failure of an ingest run (tagged ``dagster/max_retries``)
-is retried by the daemon.
+(no queue); run monitoring on, with the launcher that reads the runs' heartbeats, so a run whose
+worker died is failed within about a minute and its sensor requests the work again; run retries for
+crashes of jobs that no sensor re-requests (a failed step has had its op retries already).
 """
 
 from __future__ import annotations
@@ -14,15 +15,32 @@ from pathlib import Path
 import yaml
 from dagster import DagsterInstance
 
+from analytics_platform.defs.run_health import DEFAULT_HEARTBEAT_TIMEOUT_S
 from analytics_platform.settings import Settings
+
+# How often the daemon checks started runs' heartbeats: with the heartbeat timeout, a dead run is
+# failed within about 70 s, and its sensor (every 5 s) requests the work again.
+MONITORING_POLL_S = 10
 
 
 def instance_config(settings: Settings) -> dict[str, object]:
     config: dict[str, object] = {
         "telemetry": {"enabled": False},
-        "run_retries": {"enabled": True},
+        "run_retries": {"enabled": True, "retry_on_asset_or_op_failure": False},
         # Launch sensor runs at once: the queue daemon's polling adds ~15 s to every micro-batch.
         "run_coordinator": {"module": "dagster.core.run_coordinator", "class": "DefaultRunCoordinator"},
+        "run_launcher": {
+            "module": "analytics_platform.defs.run_health",
+            "class": "HeartbeatRunLauncher",
+            "config": {"heartbeat_timeout_seconds": DEFAULT_HEARTBEAT_TIMEOUT_S},
+        },
+        "run_monitoring": {
+            "enabled": True,
+            "start_timeout_seconds": 180,
+            "cancel_timeout_seconds": 180,
+            "max_resume_run_attempts": 0,  # resuming needs a launcher that can restart a worker in place
+            "poll_interval_seconds": MONITORING_POLL_S,
+        },
     }
     if settings.dagster_storage_url:
         config["storage"] = {"postgres": {"postgres_url": settings.dagster_storage_url}}

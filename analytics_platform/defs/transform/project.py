@@ -8,6 +8,7 @@ dev`` launches inherits that mode, so each ingest or marts run paid a ``dbt pars
 before its first step, and concurrent runs rewrote the same manifest.
 """
 
+import fcntl
 import functools
 from collections.abc import Sequence
 from functools import cached_property
@@ -40,11 +41,17 @@ class PlatformDbtCliResource(DbtCliResource):
 
 @functools.cache
 def dbt_project() -> DbtProject:
-    """The project, with a manifest no older than its files."""
+    """The project, with a manifest no older than its files.
+
+    Run processes load the definitions at once (several sensors launch runs in the same second), so the
+    check and the parse hold a lock: one process parses, the others then find a fresh manifest."""
     project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
-    if manifest_is_stale(project.manifest_path):
-        parser = PlatformDbtCliResource(project_dir=str(DBT_PROJECT_DIR), dbt_executable=dbt_executable())
-        parser.cli(["--quiet", "parse"], target_path=project.target_path).wait()
+    project.manifest_path.parent.mkdir(parents=True, exist_ok=True)
+    with (project.manifest_path.parent / ".parse.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if manifest_is_stale(project.manifest_path):
+            parser = PlatformDbtCliResource(project_dir=str(DBT_PROJECT_DIR), dbt_executable=dbt_executable())
+            parser.cli(["--quiet", "parse"], target_path=project.target_path).wait()
     return project
 
 
