@@ -44,3 +44,16 @@
         select 1
     {%- endif -%}
 {%- endmacro %}
+
+{#- The rows a daily fact writes: those of `relation` whose `date_column` (a date or a timestamp) falls
+    in the run's days, with the day they belong to (`partition_date`, which the pre_hook deletes by) and
+    when they were computed (`built_at`). Every daily fact ends with it:
+    `final as ({{ daily_partition_rows('counts', 'activity_date') }})`. -#}
+{% macro daily_partition_rows(relation, date_column) -%}
+    select
+        {{ relation }}.*,
+        cast({{ relation }}.{{ date_column }} as date) as partition_date,
+        current_timestamp as built_at
+    from {{ relation }}
+    where {{ in_partition_range(relation ~ '.' ~ date_column) }}
+{%- endmacro %}

@@ -147,7 +147,8 @@ def test_sessions_are_the_client_sessions(landed_marts: LandedMarts, activity: l
 
     actual = rows(
         landed_marts,
-        "select session_key, user_id, session_id, started_at, ended_at, duration_s, page_views, events, converted "
+        "select session_id, user_id, client_session_id, started_at, ended_at, duration_s, page_views, event_count, "
+        "has_purchase "
         "from marts.fct_sessions order by 1",
     )
 

@@ -220,8 +220,8 @@ def test_funnel_counts_each_step_in_order_per_category_and_overall(landed_marts:
 def test_product_ctr_counts_views_carts_and_the_purchases_of_carting_journeys(landed_marts: LandedMarts) -> None:
     events = activity_events(landed_marts.dataset)
     actual = landed_marts.query(
-        "select product_id, activity_date, views, add_to_carts, purchases, ctr, conversion_rate "
-        "from marts.fct_product_ctr order by product_id, activity_date"
+        "select product_id, activity_date, page_views, add_to_carts, purchases, add_to_cart_rate, conversion_rate "
+        "from marts.fct_product_conversion_daily order by product_id, activity_date"
     )
     assert actual == expected_product_ctr(events)
 

@@ -1,3 +1,4 @@
+{#- Ephemeral, unlike its folder: the macro looks the snapshot up when each run compiles it. -#}
 {{ config(materialized='ephemeral') }}
 
 {{ next_unsnapshotted_change(

@@ -10,21 +10,29 @@ events as (
     select * from {{ ref('int_events_enriched') }}
 ),
 
+purchases as (
+    select * from events
+    where event_type = 'purchase'
+),
+
+carts as (
+    select * from events
+    where event_type = 'add_to_cart'
+),
+
 final as (
     select
-        orders.event_id as purchase_event_id,
+        purchases.event_id as purchase_event_id,
         carts.event_id as cart_event_id,
-        orders.event_at as purchased_at,
-        cast(orders.event_at as date) as purchase_date,
-        orders.user_id,
+        purchases.event_at as purchased_at,
+        cast(purchases.event_at as date) as purchase_date,
+        purchases.user_id,
         carts.product_id,
         carts.category
-    from events as orders
-    inner join events as carts
-        on carts.event_type = 'add_to_cart'
-        and carts.correlation_id = orders.correlation_id
-        and carts.event_at <= orders.event_at
-    where orders.event_type = 'purchase'
+    from purchases
+    inner join carts
+        on purchases.correlation_id = carts.correlation_id
+        and purchases.event_at >= carts.event_at
 )
 
 select * from final

@@ -4,7 +4,7 @@ bounds as (
     select
         cast(first_event_at as date) as first_day,
         cast(last_event_at as date) as last_day
-    from {{ ref('stg_event_time_bounds') }}
+    from {{ ref('int_event_time_bounds') }}
 ),
 
 days as (

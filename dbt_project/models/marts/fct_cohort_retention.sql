@@ -16,12 +16,16 @@ dates as (
     select * from {{ ref('dim_dates') }}
 ),
 
+weeks as (
+    select distinct week_start from dates
+),
+
 cohorts as (
     select
         signup_week,
         count(*) as cohort_size
     from users
-    group by signup_week
+    group by 1
 ),
 
 -- Every week the data covers from the signup week on: a week nobody came back in is a 0, while
@@ -32,8 +36,8 @@ cohort_weeks as (
         cohorts.cohort_size,
         cast((weeks.week_start - cohorts.signup_week) / 7 as integer) as weeks_since_signup
     from cohorts
-    inner join (select distinct week_start from dates) as weeks
-        on weeks.week_start >= cohorts.signup_week
+    inner join weeks
+        on cohorts.signup_week <= weeks.week_start
 ),
 
 -- Activity before the signup week has no week in the cohort's life and is left out.
@@ -54,7 +58,7 @@ active_users as (
         weeks_since_signup,
         count(*) as active_users
     from user_weeks
-    group by signup_week, weeks_since_signup
+    group by 1, 2
 ),
 
 final as (

@@ -7,8 +7,8 @@ events as (
 -- Events whose client sent a session id: the client's session is the session.
 client_session_events as (
     select
-        session_id as session_key,
         session_id,
+        session_id as client_session_id,
         user_id,
         event_id,
         event_type,
@@ -30,7 +30,7 @@ unsessioned_events as (
 inactivity_breaks as (
     select
         *,
-        previous_event_at is null or event_at - previous_event_at > interval 30 minutes as starts_session
+        previous_event_at is null or event_at - previous_event_at > interval 30 minutes as is_session_start
     from unsessioned_events
 ),
 
@@ -38,7 +38,7 @@ inactivity_breaks as (
 numbered_sessions as (
     select
         *,
-        count(*) filter (where starts_session) over (partition by user_id order by event_at) as session_number
+        count(*) filter (where is_session_start) over (partition by user_id order by event_at) as session_number
     from inactivity_breaks
 ),
 
@@ -47,8 +47,8 @@ synthetic_session_events as (
         user_id || ':' || strftime(
             timezone('UTC', min(event_at) over (partition by user_id, session_number)),
             '%Y-%m-%dT%H:%M:%S.%gZ'
-        ) as session_key,
-        cast(null as varchar) as session_id,
+        ) as session_id,
+        cast(null as varchar) as client_session_id,
         user_id,
         event_id,
         event_type,
@@ -64,16 +64,16 @@ session_events as (
 
 final as (
     select
-        session_key,
+        session_id,
         -- A client session id shared by several users belongs to the user of its first event.
         first(user_id order by event_at, user_id) as user_id,
-        any_value(session_id) as session_id,
+        any_value(client_session_id) as client_session_id,
         min(event_at) as started_at,
         max(event_at) as ended_at,
         date_diff('microsecond', min(event_at), max(event_at)) / 1000000 as duration_s,
         count(*) filter (where event_type = 'user_visit') as page_views,
-        count(*) as events,
-        bool_or(event_type = 'purchase') as converted
+        count(*) as event_count,
+        bool_or(event_type = 'purchase') as has_purchase
     from session_events
     group by 1
 )

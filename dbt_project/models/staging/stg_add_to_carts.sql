@@ -11,10 +11,10 @@ deduplicated as (
 final as (
     select
         {{ envelope_columns() }},
-        payload.product_id as product_id,
-        payload.price as price,
-        payload.quantity as quantity,
-        payload.currency as currency
+        payload.product_id,
+        payload.price,
+        payload.quantity,
+        payload.currency
     from deduplicated
 )
 

@@ -11,10 +11,10 @@ deduplicated as (
 final as (
     select
         {{ envelope_columns() }},
-        payload.order_id as order_id,
-        payload.cart_value as cart_value,
-        payload.item_count as item_count,
-        payload.currency as currency
+        payload.order_id,
+        payload.cart_value,
+        payload.item_count,
+        payload.currency
     from deduplicated
 )
 

@@ -11,11 +11,11 @@ deduplicated as (
 final as (
     select
         {{ envelope_columns() }},
-        payload.order_id as order_id,
-        payload.revenue as revenue,
-        payload.item_count as item_count,
-        payload.currency as currency,
-        payload.payment_method as payment_method
+        payload.order_id,
+        payload.revenue,
+        payload.item_count,
+        payload.currency,
+        payload.payment_method
     from deduplicated
 )
 

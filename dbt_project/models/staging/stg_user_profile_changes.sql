@@ -13,9 +13,9 @@ final as (
         {{ envelope_columns() }},
         event_at as changed_at,
         cast(payload.signed_up_at as timestamptz) as signed_up_at,
-        payload.country as country,
-        payload.plan as plan,
-        payload.marketing_channel as marketing_channel
+        payload.country,
+        payload.plan,
+        payload.marketing_channel
     from deduplicated
 )
 

@@ -11,9 +11,9 @@ deduplicated as (
 final as (
     select
         {{ envelope_columns() }},
-        payload.page as page,
-        payload.referrer as referrer,
-        payload.product_id as product_id
+        payload.page,
+        payload.referrer,
+        payload.product_id
     from deduplicated
 )
 

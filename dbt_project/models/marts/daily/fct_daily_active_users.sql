@@ -1,5 +1,3 @@
-{{ config(materialized='incremental', incremental_strategy='append', tags=['daily'], pre_hook="{{ delete_partition_range() }}") }}
-
 with
 
 dates as (
@@ -14,14 +12,14 @@ events as (
 
 user_days as (
     select distinct
-        cast(event_at as date) as activity_date,
-        user_id
+        user_id,
+        cast(event_at as date) as activity_date
     from events
 ),
 
 -- Each date meets the user-days of the 30 days ending with it; the narrower windows filter those.
 -- Counting distinct users (not summing daily counts) counts a user active on several days once.
-final as (
+active_users as (
     select
         dates.date_day as activity_date,
         count(distinct user_days.user_id) filter (where user_days.activity_date = dates.date_day) as dau,
@@ -30,14 +28,13 @@ final as (
         count(distinct user_days.user_id) as mau_30d
     from dates
     left join user_days
-        on user_days.activity_date > dates.date_day - 30
-        and user_days.activity_date <= dates.date_day
+        on dates.date_day >= user_days.activity_date
+        and dates.date_day - 30 < user_days.activity_date
     group by 1
+),
+
+final as (
+    {{ daily_partition_rows('active_users', 'activity_date') }}
 )
 
-select
-    final.*,
-    cast(activity_date as date) as partition_date,
-    current_timestamp as built_at
-from final
-where {{ in_partition_range('activity_date') }}
+select * from final

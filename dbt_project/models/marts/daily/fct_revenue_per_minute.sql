@@ -1,13 +1,11 @@
-{{ config(materialized='incremental', incremental_strategy='append', tags=['daily', 'live'], pre_hook="{{ delete_partition_range() }}") }}
-
 with
 
 purchases as (
-    select * from ({{ activity_purchases_in_eur() }})
+    select * from {{ ref('int_purchases_in_eur') }}
     where {{ in_partition_range('event_at') }}
 ),
 
-final as (
+revenue_per_minute as (
     select
         date_trunc('minute', event_at) as event_minute,
         -- Null, not understated, when a purchase of the minute has no EUR rate.
@@ -17,11 +15,10 @@ final as (
         count(*) as orders
     from purchases
     group by 1
+),
+
+final as (
+    {{ daily_partition_rows('revenue_per_minute', 'event_minute') }}
 )
 
-select
-    final.*,
-    cast(event_minute as date) as partition_date,
-    current_timestamp as built_at
-from final
-where {{ in_partition_range('event_minute') }}
+select * from final

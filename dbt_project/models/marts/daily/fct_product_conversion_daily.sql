@@ -1,5 +1,3 @@
-{{ config(materialized='incremental', incremental_strategy='append', tags=['daily'], pre_hook="{{ delete_partition_range() }}") }}
-
 {#-
     Per product per UTC day: page views, add-to-carts and the purchases they led to. A purchase counts
     for every product its journey (correlation_id) carted at or before it, once per product.
@@ -11,6 +9,11 @@ events as (
     where {{ in_partition_range('event_at') }}
 ),
 
+purchased_carts as (
+    select * from {{ ref('int_purchased_carts') }}
+    where {{ in_partition_range('purchase_date') }}
+),
+
 daily_events as (
     select
         *,
@@ -18,14 +21,14 @@ daily_events as (
     from events
 ),
 
-views as (
+page_views as (
     select
         product_id,
         activity_date,
-        count(*) as views
+        count(*) as page_views
     from daily_events
     where event_type = 'user_visit' and product_id is not null
-    group by product_id, activity_date
+    group by 1, 2
 ),
 
 add_to_carts as (
@@ -35,7 +38,7 @@ add_to_carts as (
         count(*) as add_to_carts
     from daily_events
     where event_type = 'add_to_cart'
-    group by product_id, activity_date
+    group by 1, 2
 ),
 
 -- On the purchase's day, even when the cart was the day before (a journey across midnight).
@@ -44,30 +47,38 @@ purchases as (
         product_id,
         purchase_date as activity_date,
         count(distinct purchase_event_id) as purchases
-    from {{ ref('int_purchased_carts') }}
-    where {{ in_partition_range('purchase_date') }}
-    group by product_id, purchase_date
+    from purchased_carts
+    group by 1, 2
 ),
 
 product_days as (
-    select product_id, activity_date from views
+    select
+        product_id,
+        activity_date
+    from page_views
     union
-    select product_id, activity_date from add_to_carts
+    select
+        product_id,
+        activity_date
+    from add_to_carts
     union
-    select product_id, activity_date from purchases
+    select
+        product_id,
+        activity_date
+    from purchases
 ),
 
 counts as (
     select
         product_days.product_id,
         product_days.activity_date,
-        coalesce(views.views, 0) as views,
+        coalesce(page_views.page_views, 0) as page_views,
         coalesce(add_to_carts.add_to_carts, 0) as add_to_carts,
         coalesce(purchases.purchases, 0) as purchases
     from product_days
-    left join views
-        on product_days.product_id = views.product_id
-        and product_days.activity_date = views.activity_date
+    left join page_views
+        on product_days.product_id = page_views.product_id
+        and product_days.activity_date = page_views.activity_date
     left join add_to_carts
         on product_days.product_id = add_to_carts.product_id
         and product_days.activity_date = add_to_carts.activity_date
@@ -76,17 +87,16 @@ counts as (
         and product_days.activity_date = purchases.activity_date
 ),
 
-final as (
+rates as (
     select
         *,
-        round(add_to_carts / nullif(views, 0), 4) as ctr,
-        round(purchases / nullif(views, 0), 4) as conversion_rate
+        round(add_to_carts / nullif(page_views, 0), 4) as add_to_cart_rate,
+        round(purchases / nullif(page_views, 0), 4) as conversion_rate
     from counts
+),
+
+final as (
+    {{ daily_partition_rows('rates', 'activity_date') }}
 )
 
-select
-    final.*,
-    cast(activity_date as date) as partition_date,
-    current_timestamp as built_at
-from final
-where {{ in_partition_range('activity_date') }}
+select * from final

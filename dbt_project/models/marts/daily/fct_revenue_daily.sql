@@ -1,5 +1,3 @@
-{{ config(materialized='incremental', incremental_strategy='append', tags=['daily'], pre_hook="{{ delete_partition_range() }}") }}
-
 with
 
 dates as (
@@ -12,7 +10,7 @@ daily_active_users as (
 ),
 
 purchases as (
-    select * from ({{ activity_purchases_in_eur() }})
+    select * from {{ ref('int_purchases_in_eur') }}
     where {{ in_partition_range('event_at') }}
 ),
 
@@ -46,17 +44,16 @@ daily_totals as (
         on dates.date_day = daily_active_users.activity_date
 ),
 
-final as (
+per_user as (
     select
         *,
         round(revenue_eur / nullif(active_users, 0), 4) as arpu,
         round(revenue_eur / nullif(purchasers, 0), 4) as arppu
     from daily_totals
+),
+
+final as (
+    {{ daily_partition_rows('per_user', 'revenue_date') }}
 )
 
-select
-    final.*,
-    cast(revenue_date as date) as partition_date,
-    current_timestamp as built_at
-from final
-where {{ in_partition_range('revenue_date') }}
+select * from final

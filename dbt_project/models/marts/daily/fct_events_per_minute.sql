@@ -1,5 +1,3 @@
-{{ config(materialized='incremental', incremental_strategy='append', tags=['daily', 'live'], pre_hook="{{ delete_partition_range() }}") }}
-
 with
 
 events as (
@@ -16,7 +14,7 @@ events_per_minute as (
     group by 1, 2
 ),
 
-final as (
+rolling_counts as (
     select
         event_minute,
         event_type,
@@ -28,11 +26,10 @@ final as (
             range between interval 14 minutes preceding and current row
         ) as bigint) as rolling_15m_count
     from events_per_minute
+),
+
+final as (
+    {{ daily_partition_rows('rolling_counts', 'event_minute') }}
 )
 
-select
-    final.*,
-    cast(event_minute as date) as partition_date,
-    current_timestamp as built_at
-from final
-where {{ in_partition_range('event_minute') }}
+select * from final
