@@ -17,11 +17,20 @@ def load_catalog(settings: Settings) -> Catalog:
 
     Further catalog properties come from pyiceberg's own environment variables, e.g.
     ``PYICEBERG_CATALOG__ANALYTICS_PLATFORM__S3__ENDPOINT`` for an ``s3://`` warehouse.
+
+    The catalog's SQLAlchemy pool checks a connection before lending it (``pool_pre_ping``): after
+    PostgreSQL restarts or fails over, every pooled connection is dead, and without the check the next
+    catalog call fails although the server is back. A call made while the server is down still raises
+    ``sqlalchemy.exc.OperationalError``, which the ops retry (see ``defs/retries.py``).
     """
     if settings.catalog_sql_uri.startswith("sqlite:"):
         settings.home.mkdir(parents=True, exist_ok=True)
     if settings.warehouse_uri.startswith("file://"):
         Path(settings.warehouse_uri.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
     return pyiceberg_load_catalog(
-        CATALOG_NAME, type="sql", uri=settings.catalog_sql_uri, warehouse=settings.warehouse_uri
+        CATALOG_NAME,
+        type="sql",
+        uri=settings.catalog_sql_uri,
+        warehouse=settings.warehouse_uri,
+        pool_pre_ping="true",  # one `select 1` per checkout: negligible beside an Iceberg commit
     )
