@@ -22,6 +22,9 @@ DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
 # The daily facts' partition range (see dbt_project/macros/daily_partitions.sql).
 MIN_DATE_VARIABLE = "PLATFORM_DBT_MIN_DATE"
 MAX_DATE_VARIABLE = "PLATFORM_DBT_MAX_DATE"
+# The platform's builds use the profile's `platform` target; its default, `dev`, is the analytics engineer's.
+TARGET_VARIABLE = "PLATFORM_DBT_TARGET"
+PLATFORM_TARGET = "platform"
 DUCKDB_PATH_VARIABLE = "PLATFORM_DBT_DUCKDB_PATH"
 EXTENSION_DIR_VARIABLE = "PLATFORM_DUCKDB_EXTENSION_DIR"
 _PROJECT_FOLDERS = ("models", "macros", "tests", "snapshots", "seeds")
@@ -76,6 +79,7 @@ def dbt_pointed_at(settings: Settings, build: Path, slot: str, dates: tuple[str,
     staging.symlink_to(build.parent.resolve())
     os.replace(staging, link)
     variables = {
+        TARGET_VARIABLE: PLATFORM_TARGET,
         DUCKDB_PATH_VARIABLE: str(link / build.name),
         EXTENSION_DIR_VARIABLE: str(extension_directory(settings)),
         MIN_DATE_VARIABLE: dates[0] if dates else None,
