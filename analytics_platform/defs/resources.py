@@ -23,8 +23,9 @@ class PlatformResource(dg.ConfigurableResource):
 
     @contextlib.contextmanager
     def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator[Self]:
-        if context.instance is None or context.run_id is None:  # a sensor or a schedule: no run to vouch for
+        run = context.dagster_run
+        if context.instance is None or run is None:  # a sensor or a schedule: no run to vouch for
             yield self
             return
-        with run_heartbeat(context.instance, context.run_id):
+        with run_heartbeat(context.instance, run.run_id):
             yield self

@@ -52,7 +52,7 @@ def honest_failures(context: dg.OpExecutionContext | dg.AssetExecutionContext) -
         terminal = as_terminal(error)
         if terminal is None:
             raise
-        context.instance.add_run_tags(context.run_id, {TERMINAL_TAG: type(terminal).__name__})
+        context.instance.add_run_tags(context.run.run_id, {TERMINAL_TAG: type(terminal).__name__})
         raise dg.Failure(
             description=f"{type(terminal).__name__}: {terminal}\n(not retried: retrying cannot fix this)",
             allow_retries=False,
