@@ -9,14 +9,14 @@ sensor, or re-executed by run retries for jobs without a sensor (``CRASH_RETRY_T
 """
 
 import contextlib
-import errno
 from collections.abc import Iterator
 
 import dagster as dg
-from dagster_dbt.errors import DagsterDbtCliRuntimeError
 
 from analytics_platform.defs.runs import TERMINAL_TAG
 from analytics_platform.exceptions import ModelBuildError, TerminalError, WarehouseFullError
+from analytics_platform.settings import get_settings
+from analytics_platform.warehouse.builds import is_disk_full, warehouse_full
 
 # 2, 4, 8, 16 s (each +-50%): long enough to ride out a database restart or a broker election.
 TRANSIENT_RETRY = dg.RetryPolicy(max_retries=4, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
@@ -26,17 +26,25 @@ CRASH_RETRY_TAGS = {"dagster/max_retries": "2", "dagster/retry_on_asset_or_op_fa
 
 
 def as_terminal(error: BaseException) -> TerminalError | None:
-    """The terminal error ``error`` is, or means, or None if a retry may help."""
+    """The terminal error ``error`` is, or means, or None if a retry may help.
+
+    A lost database connection (``sqlalchemy.exc.OperationalError``: PostgreSQL restarting, failing
+    over) is transient, as is anything not named here: None, and the op's retry policy retries it.
+    """
     if isinstance(error, TerminalError):
         return error
+    from dagster_dbt.errors import DagsterDbtCliRuntimeError  # here: ingestion runs never import dagster-dbt
+
     if isinstance(error, DagsterDbtCliRuntimeError):
+        if is_disk_full(error):  # dbt writes the build and its target folders in PLATFORM_DUCKDB_DIR
+            return warehouse_full(get_settings(), "dbt, writing the new build or its target folder,")
         # A model that does not compile or a data test that fails does so again on the same data.
         return ModelBuildError(f"{error}; fix the model or the data it reads (the dbt output above names the node)")
-    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+    if is_disk_full(error):
+        where = getattr(error, "filename", None) or "the platform home"
         return WarehouseFullError(
-            f"no space left on the device holding {error.filename or 'the platform home'} ({error.strerror}); "
-            "free space there or point PLATFORM_DUCKDB_DIR / PLATFORM_HOME at a larger volume. Published marts are "
-            "unchanged."
+            f"no space left on the device holding {where}; free space there or point PLATFORM_HOME (or "
+            "PLATFORM_DUCKDB_DIR, PLATFORM_WAREHOUSE) at a larger volume."
         )
     return None
 
@@ -46,9 +54,7 @@ def honest_failures(context: dg.OpExecutionContext | dg.AssetExecutionContext) -
     """Turn terminal errors raised inside into non-retryable failures (and tag the run); let the rest retry."""
     try:
         yield
-    except dg.Failure:
-        raise
-    except Exception as error:
+    except Exception as error:  # a dg.Failure too: dagster-dbt raises its CLI errors as one
         terminal = as_terminal(error)
         if terminal is None:
             raise

@@ -23,7 +23,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from analytics_platform.contracts.envelope import encode_event
 from analytics_platform.contracts.registry import SchemaRegistry, SchemaVersion, load_registry
 from analytics_platform.contracts.validation import validate_message
-from analytics_platform.exceptions import TransientError, UnknownSchemaVersion
+from analytics_platform.exceptions import DeliveryError, UnknownSchemaVersion
 from analytics_platform.kafka.admin import create_topics
 from analytics_platform.settings import Settings
 
@@ -64,10 +64,6 @@ class Rejection:
                 else {"subject": expected.event_type, "version": expected.version, "schema": expected.schema},
             }
         ).encode()
-
-
-class DeliveryError(TransientError):
-    """Some messages were not acknowledged by the broker."""
 
 
 class EventProducer:
