@@ -16,7 +16,6 @@ import dagster as dg
 from analytics_platform.defs.runs import TERMINAL_TAG
 from analytics_platform.exceptions import ModelBuildError, TerminalError, WarehouseFullError
 from analytics_platform.settings import get_settings
-from analytics_platform.warehouse.builds import is_disk_full, warehouse_full
 
 # 2, 4, 8, 16 s (each +-50%): long enough to ride out a database restart or a broker election.
 TRANSIENT_RETRY = dg.RetryPolicy(max_retries=4, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
@@ -33,7 +32,10 @@ def as_terminal(error: BaseException) -> TerminalError | None:
     """
     if isinstance(error, TerminalError):
         return error
-    from dagster_dbt.errors import DagsterDbtCliRuntimeError  # here: ingestion runs never import dagster-dbt
+    # Here: ingestion runs never import dagster-dbt, nor DuckDB (which builds imports).
+    from dagster_dbt.errors import DagsterDbtCliRuntimeError
+
+    from analytics_platform.warehouse.builds import is_disk_full, warehouse_full
 
     if isinstance(error, DagsterDbtCliRuntimeError):
         if is_disk_full(error):  # dbt writes the build and its target folders in PLATFORM_DUCKDB_DIR

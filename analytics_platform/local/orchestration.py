@@ -47,12 +47,19 @@ def ingest_through_dagster(settings: Settings, topic: str) -> Iterator[tuple[int
 
 
 def failure_message(result: dg.ExecuteInProcessResult) -> str:
-    """What the failed steps of an in-process run said (a terminal error's message says how to go on)."""
-    messages = [
-        event.step_failure_data.error.message.strip()
-        for event in result.all_events
-        if event.is_step_failure and event.step_failure_data.error is not None
-    ]
+    """What the failed steps of an in-process run said (a terminal error's message says how to go on).
+
+    A ``dg.Failure`` (every terminal error is raised as one) is shown by its description alone: its
+    class path and the stack are in the run's log."""
+    messages = []
+    for event in result.all_events:
+        if not event.is_step_failure:
+            continue
+        failure = event.step_failure_data
+        if failure.user_failure_data is not None and failure.user_failure_data.description:
+            messages.append(failure.user_failure_data.description.strip())
+        elif failure.error is not None:
+            messages.append(failure.error.message.strip())
     return "\n".join(messages) or "see the run's log in the Dagster UI"
 
 

@@ -15,6 +15,7 @@ exception: the live follower refreshes them between full builds (see ``defs/tran
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import shutil
@@ -28,7 +29,7 @@ from pyiceberg.catalog import Catalog
 
 from analytics_platform.contracts.envelope import event_types
 from analytics_platform.contracts.types import duckdb_type
-from analytics_platform.exceptions import TableNotFoundError
+from analytics_platform.exceptions import TableNotFoundError, WarehouseFullError
 from analytics_platform.lakehouse.tables import (
     DEAD_LETTER_SCHEMA,
     DEAD_LETTER_TABLE,
@@ -77,9 +78,56 @@ def _file_lock(settings: Settings, name: str) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+# What the C library says for a full disk or an exhausted quota: also how DuckDB and dbt, which do not
+# raise Python's OSError, report them.
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+DISK_FULL_TEXTS = tuple(os.strerror(code) for code in DISK_FULL_ERRNOS)
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether ``error`` (or an error it was raised from) says the disk is full: an ``OSError`` with
+    ENOSPC/EDQUOT, or a DuckDB or dbt error whose message quotes it."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in DISK_FULL_ERRNOS:
+            return True
+        if any(text in str(current) for text in DISK_FULL_TEXTS):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def warehouse_full(settings: Settings, doing: str) -> WarehouseFullError:
+    """The terminal error of a build that ran out of space while ``doing`` something."""
+    return WarehouseFullError(
+        f"no space left in {settings.duckdb_path} (PLATFORM_DUCKDB_DIR), where the marts builds are written: "
+        f"{doing} failed. The build was discarded and the published marts are unchanged. Free space on that "
+        "volume (a build needs room for a copy of the published file, and dbt's target folders live there too) "
+        "or point PLATFORM_DUCKDB_DIR at a larger one, then build again."
+    )
+
+
+@contextlib.contextmanager
+def _disk_full_is_terminal(settings: Settings, doing: str) -> Iterator[None]:
+    """A full disk while writing builds fails the same way on every retry: raise it as WarehouseFullError."""
+    try:
+        yield
+    except (OSError, duckdb.Error) as error:
+        if is_disk_full(error):
+            raise warehouse_full(settings, doing) from error
+        raise
+
+
 def prepare_build(settings: Settings, catalog: Catalog) -> Path:
-    """A new build file: a copy of the published one, with ``raw`` views pinned to current snapshots."""
-    install_extensions(settings)
+    """A new build file: a copy of the published one, with ``raw`` views pinned to current snapshots.
+
+    Raises:
+        WarehouseFullError: no room on PLATFORM_DUCKDB_DIR for the copy or its views; nothing of the build is left.
+    """
+    with _disk_full_is_terminal(settings, "installing DuckDB's extensions"):
+        install_extensions(settings)
     builds = settings.duckdb_path / "builds"
     builds.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
@@ -90,9 +138,16 @@ def prepare_build(settings: Settings, catalog: Catalog) -> Path:
     folder.mkdir()
     path = folder / BUILD_FILE
     previous = current_build(settings)
-    if previous is not None:
-        shutil.copyfile(previous, path)
-    pin_raw_views(settings, catalog, path)
+    try:
+        if previous is not None:
+            size = f"{previous.stat().st_size / 1e6:,.1f} MB"
+            with _disk_full_is_terminal(settings, f"copying the published marts ({size}) into a new build"):
+                shutil.copyfile(previous, path)
+        with _disk_full_is_terminal(settings, "pinning the raw views in the new build"):
+            pin_raw_views(settings, catalog, path)
+    except BaseException:
+        discard(path)  # a half-written copy would hold the space a later build needs
+        raise
     return path
 
 
@@ -164,7 +219,8 @@ def publish(settings: Settings, build: Path) -> None:
     """Atomically point ``warehouse.duckdb`` at ``build`` and delete builds older than the last few."""
     link = published_link(settings)
     staging_link = link.with_name(f".{PUBLISHED_NAME}.{uuid.uuid4().hex}")
-    staging_link.symlink_to(os.path.relpath(build, link.parent))
+    with _disk_full_is_terminal(settings, "publishing the build"):
+        staging_link.symlink_to(os.path.relpath(build, link.parent))
     os.replace(staging_link, link)  # rename(2) is atomic: readers see the old or the new build
     builds = sorted((settings.duckdb_path / "builds").glob(f"*/{BUILD_FILE}"), key=lambda p: p.stat().st_mtime)
     for old in builds[:-KEEP_BUILDS]:
