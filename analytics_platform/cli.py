@@ -162,13 +162,19 @@ def ingest(
         _echo(f"{name}: caught up ({total:,} rows this pass)")
 
 
+VERBOSE_HELP = "Stream dbt's and Dagster's run log here instead of writing it to <home>/logs/."
+
+
 @app.command()
-def build() -> None:
+def build(verbose: Annotated[bool, typer.Option("--verbose", "-v", help=VERBOSE_HELP)] = False) -> None:
     """Build every dbt model through Dagster into a new DuckDB file and publish it atomically."""
     from analytics_platform.local.orchestration import build_marts
 
     settings = _settings()
-    elapsed = build_marts(settings)
+    log_path = None if verbose else settings.home / "logs" / "build.log"
+    if log_path:
+        _echo(f"building the marts (raw quality checks, snapshots, models, daily facts); dbt's output: {log_path}")
+    elapsed = build_marts(settings, log_path=log_path)
     _echo(f"marts built and published in {elapsed:.1f}s: {settings.duckdb_path / 'warehouse.duckdb'}")
 
 
@@ -178,13 +184,18 @@ def backfill(
         datetime, typer.Option("--from", help="First UTC day to rebuild (YYYY-MM-DD).", formats=["%Y-%m-%d"])
     ],
     last: Annotated[datetime, typer.Option("--to", help="Last UTC day to rebuild, inclusive.", formats=["%Y-%m-%d"])],
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help=VERBOSE_HELP)] = False,
 ) -> None:
     """Delete and rebuild the daily facts of exactly these days (one ranged Dagster run), e.g. after late events."""
     from analytics_platform.local.orchestration import backfill_daily
 
     if last < first:
         _fail(f"--to {last:%Y-%m-%d} is before --from {first:%Y-%m-%d}")
-    elapsed = backfill_daily(_settings(), first.date(), last.date())
+    settings = _settings()
+    log_path = None if verbose else settings.home / "logs" / "backfill.log"
+    if log_path:
+        _echo(f"rebuilding {first:%Y-%m-%d} .. {last:%Y-%m-%d} after the raw quality checks; dbt's output: {log_path}")
+    elapsed = backfill_daily(settings, first.date(), last.date(), log_path=log_path)
     _echo(f"daily facts of {first:%Y-%m-%d} .. {last:%Y-%m-%d} rebuilt and published in {elapsed:.1f}s")
 
 

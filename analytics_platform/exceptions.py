@@ -4,7 +4,7 @@ A :class:`TransientError` (broker briefly unreachable, a concurrent commit, a da
 may succeed on retry, so Dagster retries it with backoff; a :class:`TerminalError` (bad
 configuration, a Kafka log that no longer matches the offsets stored in Iceberg, an incompatible
 schema) fails the same way until a person acts, so it is never retried and its message says what
-to do. :func:`analytics_platform.defs.retries.classify` maps other libraries' errors onto the two.
+to do. :func:`analytics_platform.defs.retries.as_terminal` says which other libraries' errors are terminal.
 """
 
 

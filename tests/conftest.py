@@ -7,6 +7,7 @@ memory, so a fresh one per test is cheaper than cleaning topics and makes offset
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
@@ -59,29 +60,36 @@ def isolated_platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """Run the test on the embedded default (SQLite) and on the production shape (PostgreSQL).
+def _admin(statement: str, *parameters: str) -> None:
+    """One statement on the server's admin database, on a connection of its own: a test may restart the
+    server, which kills connections opened before."""
+    with contextlib.closing(psycopg2.connect(POSTGRES_ADMIN_DSN)) as connection:
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute(statement, parameters)
 
-    For PostgreSQL a fresh database holds both the Iceberg SQL catalog and Dagster's storage.
-    """
-    if request.param == "sqlite":
-        yield "sqlite"
-        return
+
+@pytest.fixture
+def postgres(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fresh PostgreSQL database for both the Iceberg SQL catalog and Dagster's storage (the production
+    shape); yields its SQLAlchemy URL and drops it afterwards."""
     database = f"ap_test_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(POSTGRES_ADMIN_DSN)
-    admin.autocommit = True
+    _admin(f'create database "{database}"')
+    url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}"
+    set_environment(monkeypatch, PLATFORM_CATALOG_URI=url, PLATFORM_DAGSTER_STORAGE_URL=url)
     try:
-        with admin.cursor() as cursor:
-            cursor.execute(f'create database "{database}"')
-        url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}"
-        set_environment(monkeypatch, PLATFORM_CATALOG_URI=url, PLATFORM_DAGSTER_STORAGE_URL=url)
-        yield "postgres"
-    finally:
-        with admin.cursor() as cursor:  # end pooled catalog/Dagster connections, then drop
-            cursor.execute("select pg_terminate_backend(pid) from pg_stat_activity where datname = %s", (database,))
-            cursor.execute(f'drop database if exists "{database}"')
-        admin.close()
+        yield url
+    finally:  # end pooled catalog/Dagster connections, then drop
+        _admin("select pg_terminate_backend(pid) from pg_stat_activity where datname = %s", database)
+        _admin(f'drop database if exists "{database}"')
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Run the test on the embedded default (SQLite) and on the production shape (PostgreSQL)."""
+    if request.param == "postgres":
+        request.getfixturevalue("postgres")
+    return str(request.param)
 
 
 @pytest.fixture

@@ -7,12 +7,14 @@ code as a sensor-launched run and shows up in the Dagster UI's history like one.
 from __future__ import annotations
 
 import contextlib
+import random
+import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import dagster as dg
 
@@ -33,7 +35,7 @@ def ingest_through_dagster(settings: Settings, topic: str) -> Iterator[tuple[int
     job = ingestion_only().resolve_job_def(ingest_job_name(event_type))  # no dbt: ingestion does not need it
     op_name = raw_asset_key(event_type).to_python_identifier()
     instance = get_instance(settings)
-    while (plan := plan_next_run(settings, topic)) is not None:
+    while (plan := _retrying(f"planning {topic}", lambda: plan_next_run(settings, topic))) is not None:
         result = job.execute_in_process(
             run_config=ingest_run_config(event_type, plan), instance=instance, raise_on_error=False
         )
@@ -44,6 +46,26 @@ def ingest_through_dagster(settings: Settings, topic: str) -> Iterator[tuple[int
         )
         metadata = materialization.metadata
         yield int(metadata["rows_landed"].value), int(metadata["dead_lettered"].value)  # type: ignore[arg-type]
+
+
+T = TypeVar("T")
+
+
+def _retrying(what: str, call: Callable[[], T], attempts: int = 5) -> T:
+    """``call()``, retried like the ops' transient errors (2, 4, 8, 16 s, +-50%) unless it fails terminally:
+    the CLI plans outside any Dagster op, so a database or broker restart would otherwise end the command."""
+    from analytics_platform.defs.retries import as_terminal
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except Exception as error:
+            if as_terminal(error) is not None or attempt == attempts:
+                raise
+            delay = 2**attempt * random.uniform(0.5, 1.5)
+            print(f"{what} failed ({type(error).__name__}: {error}); retrying in {delay:.0f}s", file=sys.stderr)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 def failure_message(result: dg.ExecuteInProcessResult) -> str:
@@ -100,14 +122,17 @@ def backfill_daily(settings: Settings, first: date, last: date, log_path: Path |
 
 @contextlib.contextmanager
 def _output_to(log_path: Path | None) -> Iterator[dict[str, object]]:
-    """Run config for a job; with ``log_path``, its output goes to that file instead of the terminal."""
+    """Run config for a job; with ``log_path``, its output (dbt's, and Dagster's run log with any stack
+    trace) goes to that file instead of the terminal, which then gets only the outcome."""
     with contextlib.ExitStack() as stack:
         if log_path is None:
             yield {}
             return
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        stack.enter_context(contextlib.redirect_stdout(stack.enter_context(log_path.open("a"))))
-        yield _console_log_level("WARNING")
+        log = stack.enter_context(log_path.open("a"))
+        stack.enter_context(contextlib.redirect_stdout(log))
+        stack.enter_context(contextlib.redirect_stderr(log))
+        yield {}
 
 
 def _run_build(settings: Settings, job_name: str, log_path: Path | None, tags: dict[str, str]) -> None:

@@ -14,18 +14,14 @@ made the step fail and retry (in practice the first or second).
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import threading
 import time
-import uuid
 from collections import Counter
-from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
 import dagster as dg
-import psycopg2
 import pytest
 from dagster_shared.error import SerializableErrorInfo
 from pyiceberg.catalog import Catalog
@@ -39,7 +35,6 @@ from analytics_platform.lakehouse.tables import open_table
 from analytics_platform.local.instance import get_instance
 from analytics_platform.local.orchestration import ingest_through_dagster
 from analytics_platform.settings import Settings, get_settings
-from tests.conftest import POSTGRES_ADMIN_DSN, set_environment
 from tests.helpers import counts_by_type, event_ids, produce, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -69,28 +64,6 @@ def restart_postgres() -> float:
         if pg_ctlcluster("status").returncode != 0:
             pg_ctlcluster("start")
     return time.monotonic() - started
-
-
-@pytest.fixture
-def postgres(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """The ``backend`` fixture's PostgreSQL shape (one fresh database for the Iceberg catalog and Dagster's
-    storage), with an admin connection opened at teardown: one opened before the restart is dead after it."""
-
-    def admin(statement: str, *parameters: str) -> None:
-        with contextlib.closing(psycopg2.connect(POSTGRES_ADMIN_DSN)) as connection:
-            connection.autocommit = True
-            with connection.cursor() as cursor:
-                cursor.execute(statement, parameters)
-
-    database = f"ap_test_{uuid.uuid4().hex[:12]}"
-    admin(f'create database "{database}"')
-    url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}"
-    set_environment(monkeypatch, PLATFORM_CATALOG_URI=url, PLATFORM_DAGSTER_STORAGE_URL=url)
-    try:
-        yield url
-    finally:  # end pooled catalog/Dagster connections, then drop
-        admin("select pg_terminate_backend(pid) from pg_stat_activity where datname = %s", database)
-        admin(f'drop database if exists "{database}"')
 
 
 def visits_snapshot(catalog: Catalog, settings: Settings) -> int | None:
