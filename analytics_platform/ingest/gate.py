@@ -55,6 +55,12 @@ def _required_in(versions: list[int]) -> Callable[[str], pl.Expr]:
     return lambda column: ~(pl.col(column).is_null() & pl.col("schema_version").is_in(versions))
 
 
+def _fits_decimal(precision: int, scale: int) -> Callable[[str], pl.Expr]:
+    """The value as it will be stored (rounded to ``scale``) fits the precision: 9999999999.995 is
+    under 10^10 but rounds to it, which a decimal(12,2) cannot hold."""
+    return lambda column: pl.col(column).round(scale).abs() < 10 ** (precision - scale)
+
+
 def batch_schema(contract: Contract, context: GateContext) -> pa.DataFrameSchema:
     """The pandera schema of a decoded batch (payload flattened to ``payload.<field>`` columns)."""
     required = lambda: pa.Column(pl.String, nullable=False)  # noqa: E731 - one fresh Column per field
@@ -90,8 +96,7 @@ def batch_schema(contract: Contract, context: GateContext) -> pa.DataFrameSchema
         if payload_field.kind == "int":
             checks.append(pa.Check.in_range(INT32_MIN, INT32_MAX, error="fits_int32"))
         if payload_field.kind == "decimal":
-            limit = 10 ** (payload_field.precision - payload_field.scale)
-            checks.append(pa.Check.in_range(-limit, limit, include_min=False, include_max=False, error="fits_decimal"))
+            checks.append(_expr_check("fits_decimal", _fits_decimal(payload_field.precision, payload_field.scale)))
         if "non_negative" in payload_field.checks:
             checks.append(pa.Check.ge(0, error="non_negative"))
         if "currency_code" in payload_field.checks:
@@ -134,7 +139,8 @@ def gate(frame: pl.DataFrame, contract: Contract, context: GateContext) -> Failu
     else:
         return Failures({}, {})
     if cases.filter(pl.col("index").is_null()).height:
-        # A frame-level failure (a column missing or of the wrong dtype) is a bug in the decoder, not bad data.
+        # A frame-level failure (a column missing or of the wrong dtype, or a check that raised instead of
+        # failing rows) is a bug here or in the decoder; the decoder dead-letters the message provoking it.
         raise RuntimeError(f"the decoded batch does not have the gate's shape:\n{cases}")
     checks: dict[int, list[str]] = {}
     reasons: dict[int, list[str]] = {}
