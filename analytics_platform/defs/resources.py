@@ -23,7 +23,7 @@ class PlatformResource(dg.ConfigurableResource):
 
     @contextlib.contextmanager
     def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator[Self]:
-        run = context.dagster_run
+        run = context.run
         if context.instance is None or run is None:  # a sensor or a schedule: no run to vouch for
             yield self
             return

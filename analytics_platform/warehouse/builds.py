@@ -215,6 +215,26 @@ def _record_pins(con: duckdb.DuckDBPyConnection, kind: str, pins: dict[str, int]
     )
 
 
+def drop_orphans(build: Path, expected: set[tuple[str, str]]) -> list[str]:
+    """Drop the tables and views of the dbt-managed schemas (those of ``expected``, the (schema, name) of
+    every model, snapshot and seed in the manifest) that the project no longer defines; returns them.
+
+    A build starts as a copy of the published one, so a model that was renamed or deleted would live on
+    in every later build, stale but still queryable by BI tools."""
+    schemas = {schema for schema, _ in expected}
+    dropped = []
+    with duckdb.connect(str(build)) as con:
+        relations = con.execute(
+            "select schema_name, table_name, 'table' from duckdb_tables() "
+            "union all select schema_name, view_name, 'view' from duckdb_views() where not internal"
+        ).fetchall()
+        for schema, name, kind in relations:
+            if schema in schemas and (schema, name) not in expected:
+                con.execute(f'drop {kind} if exists "{schema}"."{name}" cascade')
+                dropped.append(f"{schema}.{name}")
+    return sorted(dropped)
+
+
 def publish(settings: Settings, build: Path) -> None:
     """Atomically point ``warehouse.duckdb`` at ``build`` and delete builds older than the last few."""
     link = published_link(settings)

@@ -41,3 +41,22 @@ def test_readers_keep_their_build_while_a_new_one_is_published() -> None:
     reader.close()
     with connections.connect_marts(settings) as fresh:
         assert fresh.execute("select value from marker").fetchone() == (2,)
+
+
+def test_a_build_drops_what_the_dbt_project_no_longer_defines(tmp_path) -> None:
+    build = tmp_path / "warehouse.duckdb"
+    with duckdb.connect(str(build)) as con:
+        for schema in ("marts", "staging", "raw", "platform"):
+            con.execute(f"create schema {schema}")
+        con.execute("create table marts.fct_kept as select 1 as x")
+        con.execute("create table marts.fct_renamed_away as select 1 as x")  # an old name of a model
+        con.execute("create view staging.stg_gone as select 1 as x")
+        con.execute("create view raw.purchase as select 1 as x")  # not dbt's: raw views and pins stay
+        con.execute("create table platform.raw_snapshot_pins as select 1 as x")
+    dropped = builds.drop_orphans(build, {("marts", "fct_kept"), ("staging", "stg_kept")})
+    assert dropped == ["marts.fct_renamed_away", "staging.stg_gone"]
+    with duckdb.connect(str(build), read_only=True) as con:
+        left = con.execute("select schema_name || '.' || table_name from duckdb_tables() order by 1").fetchall()
+        views = con.execute("select schema_name || '.' || view_name from duckdb_views() where not internal").fetchall()
+    assert [name for (name,) in left] == ["marts.fct_kept", "platform.raw_snapshot_pins"]
+    assert [name for (name,) in views] == ["raw.purchase"]

@@ -12,6 +12,7 @@ The factories are cached: dbt's manifest is read when Dagster loads the definiti
 
 import contextlib
 import functools
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,6 +71,16 @@ def published_build(
         context.log.info(f"published {build.name} as {builds.published_link(settings)}")
 
 
+def managed_relations() -> set[tuple[str, str]]:
+    """(schema, name) of every model (but ephemeral ones), snapshot and seed the dbt project defines."""
+    manifest = json.loads(dbt_project().manifest_path.read_text())
+    return {
+        (node["schema"], node["alias"] or node["name"])
+        for node in manifest["nodes"].values()
+        if node["resource_type"] in ("model", "snapshot", "seed") and node["config"].get("materialized") != "ephemeral"
+    }
+
+
 @functools.cache
 def dbt_snapshot_assets() -> dg.AssetsDefinition:
     project = dbt_project()
@@ -116,8 +127,10 @@ def dbt_model_assets() -> dg.AssetsDefinition:
     def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, platform: PlatformResource) -> Iterator:
         """Staging, intermediate models, dimensions and the marts that are not daily."""
         target = dbt_target(platform.settings(), "models")
-        with honest_failures(context), published_build(context, platform, dbt):
+        with honest_failures(context), published_build(context, platform, dbt) as build:
             yield from dbt.cli(["build", *PRODUCTION_FLAGS], context=context, target_path=target).stream()
+            if dropped := builds.drop_orphans(build, managed_relations()):
+                context.log.info(f"dropped relations the dbt project no longer defines: {', '.join(dropped)}")
 
     return dbt_models
 
