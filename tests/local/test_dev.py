@@ -4,24 +4,15 @@ and leave no process behind when stopped with Ctrl-C."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from analytics_platform.contracts.envelope import event_types
-from tests.conftest import free_port
+from tests.dev import graphql, running_dev
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.integration
-
-CLI = str(Path(sys.executable).parent / "analytics-platform")
 
 ASSET_GRAPH = "{ assetNodes { assetKey { path } dependencyKeys { path } } }"
 SENSORS = """{ repositoriesOrError { ... on RepositoryConnection { nodes {
@@ -30,43 +21,9 @@ MATERIALIZATIONS = """{ assetOrError(assetKey: {path: %s}) {
     ... on Asset { assetMaterializations(limit: 1) { runId } } } }"""
 
 
-def graphql(port: int, query: str) -> dict[str, Any] | None:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql",
-        data=json.dumps({"query": query}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())["data"]
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return None
-
-
-def processes_with_home(home: Path) -> list[int]:
-    marker = f"PLATFORM_HOME={home}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                if marker in (entry / "environ").read_bytes().split(b"\0"):
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
-
-
 def test_make_dev_serves_the_lineage_runs_sensors_and_stops_cleanly(isolated_platform: Path) -> None:
-    port = free_port()
-    log = (isolated_platform.parent / "dev.log").open("w")
-    dev = subprocess.Popen(
-        [CLI, "dev", "--rate", "50", "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=dict(os.environ),
-        start_new_session=True,
-    )
-    try:
+    with running_dev(isolated_platform, "--rate", "50") as dev:
+        port = dev.port
 
         def asset_graph() -> dict[str, set[str]] | None:
             data = graphql(port, ASSET_GRAPH)
@@ -82,6 +39,9 @@ def test_make_dev_serves_the_lineage_runs_sensors_and_stops_cleanly(isolated_pla
         assert "staging/stg_user_visits" in deps["intermediate/int_events_unioned"]
         assert "intermediate/int_events_unioned" in deps["marts/fct_daily_active_users"]
         assert "intermediate/int_events_unioned" in deps["marts/fct_events_per_minute"]
+        # Snapshots are assets of their own, between the reference changes and the dimensions.
+        assert "staging/stg_product_changes" in deps["snapshots/snap_products"]
+        assert "snapshots/snap_products" in deps["marts/dim_products"]
 
         sensors = {
             sensor["name"]: sensor["sensorState"]["status"]
@@ -106,9 +66,5 @@ def test_make_dev_serves_the_lineage_runs_sensors_and_stops_cleanly(isolated_pla
             420,
             "the marts sensor to rebuild today's partition of marts/fct_daily_active_users",
         )
-    finally:
-        os.killpg(dev.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends
-        dev.wait(90)
-        log.close()
-    assert dev.returncode == 0, (isolated_platform.parent / "dev.log").read_text()[-3000:]
-    assert processes_with_home(isolated_platform) == []  # broker, generator, webserver, daemon, runs
+    # Stopped with Ctrl-C by running_dev: exit code 0 and no process left (broker, generator, webserver,
+    # daemon, code servers, runs).
