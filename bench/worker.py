@@ -68,7 +68,7 @@ def ceiling(events: int) -> dict[str, float]:
                 chunk.keys.append(message.key())
                 chunk.values.append(message.value())
             if len(chunk) >= BATCH_ROWS or (not pending and len(chunk)):
-                frame = decode._parse(chunk.values, contract)
+                frame = decode._parse(chunk.values, contract, max_event_bytes=settings.max_event_bytes)
                 assert frame is not None, "the ceiling's data is all valid"
                 rows = decode._to_rows(
                     decode._flatten(frame, contract, chunk, list(range(len(chunk)))), contract
