@@ -4,40 +4,23 @@ daemon and sensors, and ways to look at it from outside (the GraphQL API, the pr
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import signal
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 
+from analytics_platform.local.dev import webserver_graphql as graphql
 from tests.conftest import free_port
 from tests.helpers import wait_for
 
 CLI = str(Path(sys.executable).parent / "analytics-platform")
 ASSET_GRAPH = "{ assetNodes { assetKey { path } } }"
-
-
-def graphql(port: int, query: str) -> dict[str, Any] | None:
-    """The webserver's answer to ``query`` (None while it does not answer)."""
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql",
-        data=json.dumps({"query": query}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())["data"]
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return None
 
 
 def processes_with_home(home: Path) -> list[int]:

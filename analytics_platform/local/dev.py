@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from pyiceberg.catalog import Catalog
 
@@ -41,18 +42,30 @@ SUPERVISE_EVERY_S = 2.0
 LOCATIONS = "{ workspaceOrError { ... on Workspace { locationEntries { name locationOrLoadError { __typename } } } } }"
 
 
-def code_locations_loaded(port: int) -> bool | None:
-    """Whether ``dagster dev``'s webserver reports every code location loaded (False: one failed to load,
-    e.g. its code server died; None: the webserver does not answer)."""
+def webserver_graphql(port: int, query: str) -> dict[str, Any] | None:
+    """The ``data`` of the Dagster webserver's answer to ``query`` (None while it does not answer)."""
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/graphql",
-        data=json.dumps({"query": LOCATIONS}).encode(),
+        data=json.dumps({"query": query}).encode(),
         headers={"Content-Type": "application/json"},
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            entries = json.loads(response.read())["data"]["workspaceOrError"]["locationEntries"]
+            data: dict[str, Any] | None = json.loads(response.read())["data"]
     except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return data
+
+
+def code_locations_loaded(port: int) -> bool | None:
+    """Whether ``dagster dev``'s webserver reports every code location loaded (False: one failed to load,
+    e.g. its code server died; None: the webserver does not answer)."""
+    data = webserver_graphql(port, LOCATIONS)
+    try:
+        entries = data["workspaceOrError"]["locationEntries"] if data else None
+    except (KeyError, TypeError):
+        return None
+    if entries is None:
         return None
     return bool(entries) and all(
         (entry["locationOrLoadError"] or {}).get("__typename") == "RepositoryLocation" for entry in entries

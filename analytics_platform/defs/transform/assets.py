@@ -12,7 +12,6 @@ The factories are cached: dbt's manifest is read when Dagster loads the definiti
 
 import contextlib
 import functools
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from dagster_dbt import DbtCliResource, dbt_assets
 from analytics_platform.defs.resources import PlatformResource
 from analytics_platform.defs.retries import TRANSIENT_RETRY, honest_failures
 from analytics_platform.defs.transform.partitions import DAILY_TAG, daily_partitions
-from analytics_platform.defs.transform.project import dbt_project
+from analytics_platform.defs.transform.project import dbt_manifest, dbt_project
 from analytics_platform.defs.transform.translator import PlatformDbtTranslator
 from analytics_platform.lakehouse.catalog import load_catalog
 from analytics_platform.warehouse import builds, live
@@ -73,10 +72,9 @@ def published_build(
 
 def managed_relations() -> set[tuple[str, str]]:
     """(schema, name) of every model (but ephemeral ones), snapshot and seed the dbt project defines."""
-    manifest = json.loads(dbt_project().manifest_path.read_text())
     return {
         (node["schema"], node["alias"] or node["name"])
-        for node in manifest["nodes"].values()
+        for node in dbt_manifest()["nodes"].values()
         if node["resource_type"] in ("model", "snapshot", "seed") and node["config"].get("materialized") != "ephemeral"
     }
 

@@ -7,7 +7,6 @@ refreshes every ``marts_live_interval_s``.
 """
 
 import functools
-import json
 import time
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from analytics_platform.defs.runs import (
     last_run_failed_terminally,
     wait_for_run_to_end,
 )
-from analytics_platform.defs.transform.project import dbt_project
+from analytics_platform.defs.transform.project import dbt_manifest
 from analytics_platform.defs.transform.translator import PlatformDbtTranslator
 from analytics_platform.exceptions import QualityGateError
 from analytics_platform.lakehouse.catalog import load_catalog
@@ -40,11 +39,10 @@ LIVE_OP = "refresh_live_facts"
 @functools.cache
 def live_model_keys() -> tuple[dg.AssetKey, ...]:
     """Asset keys of the dbt models tagged ``live``."""
-    manifest = json.loads(dbt_project().manifest_path.read_text())
     translator = PlatformDbtTranslator()
     return tuple(
         translator.get_asset_key(node)
-        for node in manifest["nodes"].values()
+        for node in dbt_manifest()["nodes"].values()
         if node["resource_type"] == "model" and LIVE_TAG in node["tags"]
     )
 

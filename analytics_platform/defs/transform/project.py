@@ -10,6 +10,7 @@ before its first step, and concurrent runs rewrote the same manifest.
 
 import fcntl
 import functools
+import json
 from collections.abc import Sequence
 from functools import cached_property
 from importlib import metadata
@@ -53,6 +54,13 @@ def dbt_project() -> DbtProject:
             parser = PlatformDbtCliResource(project_dir=str(DBT_PROJECT_DIR), dbt_executable=dbt_executable())
             parser.cli(["--quiet", "parse"], target_path=project.target_path).wait()
     return project
+
+
+@functools.cache
+def dbt_manifest() -> dict[str, Any]:
+    """The parsed manifest of :func:`dbt_project` (read once per process: it does not change under a run)."""
+    manifest: dict[str, Any] = json.loads(dbt_project().manifest_path.read_text())
+    return manifest
 
 
 def dbt_resource() -> DbtCliResource:
