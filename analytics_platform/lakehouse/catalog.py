@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pyiceberg.catalog import Catalog
 from pyiceberg.catalog import load_catalog as pyiceberg_load_catalog
+from sqlalchemy.exc import IntegrityError, ProgrammingError
 
 from analytics_platform.settings import Settings
 
@@ -27,6 +28,13 @@ def load_catalog(settings: Settings) -> Catalog:
         settings.home.mkdir(parents=True, exist_ok=True)
     if settings.warehouse_uri.startswith("file://"):
         Path(settings.warehouse_uri.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+    try:
+        return _open(settings)
+    except (IntegrityError, ProgrammingError):  # another process created the catalog tables meanwhile
+        return _open(settings)
+
+
+def _open(settings: Settings) -> Catalog:
     return pyiceberg_load_catalog(
         CATALOG_NAME,
         type="sql",
