@@ -4,6 +4,10 @@ events as (
     select * from {{ ref('int_events_unioned') }}
 ),
 
+user_versions as (
+    select * from {{ ref('snap_users') }}
+),
+
 -- Events whose client sent a session id: the client's session is the session.
 client_session_events as (
     select
@@ -62,7 +66,7 @@ session_events as (
     select * from synthetic_session_events
 ),
 
-final as (
+sessions as (
     select
         session_id,
         -- A client session id shared by several users belongs to the user of its first event.
@@ -76,6 +80,27 @@ final as (
         bool_or(event_type = 'purchase') as has_purchase
     from session_events
     group by 1
+),
+
+-- The user's country when the session started (the SCD2 version valid then): what row-level
+-- security by country filters on.
+final as (
+    select
+        sessions.session_id,
+        sessions.user_id,
+        user_versions.country,
+        sessions.client_session_id,
+        sessions.started_at,
+        sessions.ended_at,
+        sessions.duration_s,
+        sessions.page_views,
+        sessions.event_count,
+        sessions.has_purchase
+    from sessions
+    left join user_versions
+        on sessions.user_id = user_versions.user_id
+        and sessions.started_at >= user_versions.dbt_valid_from
+        and (sessions.started_at < user_versions.dbt_valid_to or user_versions.dbt_valid_to is null)
 )
 
 select * from final
