@@ -35,6 +35,8 @@ dead_letters_app = typer.Typer(help="Messages that failed validation (raw.dead_l
 app.add_typer(offsets_app, name="offsets")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(dead_letters_app, name="dead-letters")
+api_key_app = typer.Typer(help="API keys of the serving API: roles and country limits.", no_args_is_help=True)
+app.add_typer(api_key_app, name="api-key")
 
 
 def _settings() -> Settings:
@@ -233,6 +235,69 @@ def dev(
     from analytics_platform.local.dev import run_dev
 
     run_dev(_settings(), rate=rate, port=port, echo=_echo)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on (default PLATFORM_API_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default PLATFORM_API_PORT, 8000).")] = None,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes.")] = 1,
+) -> None:
+    """The serving API alone (REST at /v1, OpenAPI docs at /docs), for compose and production."""
+    import uvicorn
+
+    settings = _settings()
+    host, port = host or settings.api_host, port or settings.api_port
+    _echo(f"serving the API on http://{host}:{port} (docs: http://{host}:{port}/docs); Ctrl-C stops it")
+    uvicorn.run(
+        "analytics_platform.serving.api.app:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+    )
+
+
+@api_key_app.command("create")
+def api_key_create(
+    name: Annotated[str, typer.Argument(help="Who or what uses the key (unique), e.g. dashboards.")],
+    role: Annotated[str, typer.Option(help="viewer (metrics), analyst (+ raw events) or operator (+ replays).")],
+    countries: Annotated[
+        str | None, typer.Option(help="Comma-separated ISO country codes the key is limited to (default: all).")
+    ] = None,
+) -> None:
+    """Create an API key and print it (once: only its hash is stored, in PLATFORM_API_KEYS_FILE)."""
+    from analytics_platform.serving.access import KeyStore, Role
+
+    if role not in Role.__members__:
+        _fail(f"--role must be one of {', '.join(Role.__members__)}, got {role!r}")
+    store = KeyStore(_settings().api_keys_path)
+    key = store.create(name, Role[role], countries.split(",") if countries is not None else None)
+    typer.secho(f"created API key {name!r} ({role}) in {store.path}; it is shown only now:", err=True)
+    _echo(key)
+
+
+@api_key_app.command("list")
+def api_key_list() -> None:
+    """The API keys by name, with role and country limit (never the keys)."""
+    from analytics_platform.serving.access import KeyStore
+
+    keys = KeyStore(_settings().api_keys_path).all()
+    for key in keys:
+        _echo(f"{key.name}\t{key.role.name}\t{','.join(sorted(key.countries)) if key.countries else 'all countries'}")
+    if not keys:
+        _echo("no API keys yet; create one with `analytics-platform api-key create NAME --role viewer`")
+
+
+@api_key_app.command("revoke")
+def api_key_revoke(name: Annotated[str, typer.Argument(help="The key's name.")]) -> None:
+    """Revoke an API key: a running API refuses it from its next request."""
+    from analytics_platform.serving.access import KeyStore
+
+    if not KeyStore(_settings().api_keys_path).revoke(name):
+        _fail(f"no API key named {name!r}; `analytics-platform api-key list` shows them")
+    _echo(f"revoked {name!r}")
 
 
 @offsets_app.command("show")

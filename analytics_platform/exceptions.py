@@ -66,3 +66,31 @@ class QualityGateError(TerminalError):
 
 class WarehouseFullError(TerminalError):
     """The disk holding the DuckDB builds is full; the published marts are unchanged."""
+
+
+class ServingError(TerminalError):
+    """A request to the serving API that cannot be answered as asked; the message says what to change."""
+
+
+class InvalidRequestError(ServingError):
+    """A filter, limit or cursor is malformed, out of range, or belongs to another query."""
+
+
+class UnknownMetricError(InvalidRequestError):
+    """The API has no metric of that name."""
+
+
+class AccessDeniedError(ServingError):
+    """The API key is missing, unknown, or lacks the role or countries a request needs."""
+
+    def __init__(self, message: str, *, authenticated: bool) -> None:
+        super().__init__(message)
+        self.authenticated = authenticated
+
+
+class BuildGoneError(ServingError):
+    """A pagination cursor refers to a marts build that is no longer kept; start again without it."""
+
+
+class NotPublishedError(ServingError):
+    """No marts build has been published yet (nothing to answer from)."""

@@ -12,7 +12,7 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from analytics_platform.exceptions import ConfigError
@@ -146,16 +146,42 @@ class Settings(BaseSettings):
         default=24, gt=0, description="The asset checks look at rows ingested in this many recent hours."
     )
 
+    api_host: str = Field(
+        default="127.0.0.1",
+        description="Address the serving API (`analytics-platform serve`) listens on; 0.0.0.0 to serve other hosts.",
+    )
+    api_port: int = Field(default=8000, description="Port of the serving API.")
+    api_keys_file: Path | None = Field(
+        default=None,
+        description="YAML file of the API keys (their SHA-256, role and countries), written by "
+        "`analytics-platform api-key create`. Default: <home>/api-keys.yaml.",
+    )
+    api_secret_file: Path | None = Field(
+        default=None,
+        description="File holding the secret that signs pagination cursors (created on first use; share it "
+        "between API replicas). Default: <home>/api-secret.",
+    )
+    api_build_keep_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="How long the API keeps a marts build open after its last use, so the next pages of a "
+        "paginated query read the build its first page did, although newer ones were published.",
+    )
+    dagster_ui_url: str = Field(
+        default="http://127.0.0.1:3000",
+        description="Base URL of the Dagster UI, for the links to runs in the API's answers.",
+    )
+
     @field_validator("home", mode="after")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
         return value.expanduser().resolve()
 
-    @field_validator("broker_port")
+    @field_validator("broker_port", "api_port")
     @classmethod
-    def _valid_port(cls, value: int) -> int:
+    def _valid_port(cls, value: int, info: ValidationInfo) -> int:
         if not 0 < value < 65536:
-            raise ConfigError(f"PLATFORM_BROKER_PORT={value} is not a TCP port; choose 1-65535.")
+            raise ConfigError(f"PLATFORM_{str(info.field_name).upper()}={value} is not a TCP port; choose 1-65535.")
         return value
 
     @field_validator("earliest_event_at", mode="after")
@@ -190,6 +216,14 @@ class Settings(BaseSettings):
     @property
     def bootstrap_servers(self) -> str:
         return self.kafka_bootstrap_servers or f"127.0.0.1:{self.broker_port}"
+
+    @property
+    def api_keys_path(self) -> Path:
+        return (self.api_keys_file or self.home / "api-keys.yaml").expanduser().resolve()
+
+    @property
+    def api_secret_path(self) -> Path:
+        return (self.api_secret_file or self.home / "api-secret").expanduser().resolve()
 
     @property
     def broker_dir(self) -> Path:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,8 @@ import pytest
 from analytics_platform.kafka import broker as embedded_broker
 from analytics_platform.kafka.admin import create_topics
 from analytics_platform.settings import Settings, get_settings
+from tests.helpers import free_port
+from tests.landed import landed_marts  # noqa: F401  (a session fixture the mart and serving tests share)
 
 POSTGRES_ADMIN_DSN = os.environ.get("TEST_POSTGRES_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
 KINDS = ("fast", "integration")
@@ -33,12 +34,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             "mark each test module `pytestmark = pytest.mark.fast` (no broker, dbt or Dagster run) or "
             f"`pytest.mark.integration`; unmarked or marked twice: {unmarked[:5]}"
         )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def set_environment(patch: pytest.MonkeyPatch, **variables: str) -> None:

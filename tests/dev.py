@@ -16,8 +16,7 @@ from pathlib import Path
 import dagster as dg
 
 from analytics_platform.local.dev import webserver_graphql as graphql
-from tests.conftest import free_port
-from tests.helpers import wait_for
+from tests.helpers import free_port, wait_for
 
 CLI = str(Path(sys.executable).parent / "analytics-platform")
 ASSET_GRAPH = "{ assetNodes { assetKey { path } } }"
@@ -72,6 +71,7 @@ def run_worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
 class Dev:
     process: subprocess.Popen[bytes]
     port: int
+    api_port: int
     log: Path
 
     def output(self) -> str:
@@ -80,11 +80,12 @@ class Dev:
 
 @contextlib.contextmanager
 def running_dev(home: Path, *args: str) -> Iterator[Dev]:
-    """``analytics-platform dev`` (PATH without the venv), up until its webserver serves the assets;
+    """``analytics-platform dev`` (PATH without the venv, the API on a free port), up until its webserver
+    serves the assets;
     stopped with Ctrl-C afterwards, leaving no process behind."""
-    port = free_port()
+    port, api_port = free_port(), free_port()
     log = home.parent / "dev.log"
-    env = {**os.environ, "PATH": "/usr/local/bin:/usr/bin:/bin"}
+    env = {**os.environ, "PATH": "/usr/local/bin:/usr/bin:/bin", "PLATFORM_API_PORT": str(api_port)}
     with log.open("w") as out:
         process = subprocess.Popen(
             [CLI, "dev", "--port", str(port), *args],
@@ -93,7 +94,7 @@ def running_dev(home: Path, *args: str) -> Iterator[Dev]:
             env=env,
             start_new_session=True,
         )
-    dev = Dev(process, port, log)
+    dev = Dev(process, port, api_port, log)
     try:
         wait_for(lambda: (graphql(port, ASSET_GRAPH) or {}).get("assetNodes"), 240, "the Dagster webserver")
         yield dev

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -22,6 +23,12 @@ from analytics_platform.settings import Settings
 from analytics_platform.sim.generator import generate_events
 
 T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def produce(settings: Settings, count: int, *, seed: int = 7, days: int = 2) -> list[dict[str, Any]]:

@@ -57,6 +57,15 @@ def webserver_graphql(port: int, query: str) -> dict[str, Any] | None:
     return data
 
 
+def api_answers(host: str, port: int) -> bool | None:
+    """Whether the serving API answers its liveness probe (None: nothing listens yet)."""
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=5) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return None
+
+
 def code_locations_loaded(port: int) -> bool | None:
     """Whether ``dagster dev``'s webserver reports every code location loaded (False: one failed to load,
     e.g. its code server died; None: the webserver does not answer)."""
@@ -124,7 +133,7 @@ class Service:
 
 
 def run_dev(settings: Settings, *, rate: float, port: int, echo: Echo) -> None:
-    """Broker, live generator and ``dagster dev`` until Ctrl-C or SIGTERM; then stop all of them.
+    """Broker, live generator, ``dagster dev`` and the serving API until Ctrl-C or SIGTERM; then stop all.
 
     A service that dies (``dagster dev`` when its daemon or webserver is killed, say) or whose code
     location stops loading (its code server was killed) is restarted, and what its process group left
@@ -163,11 +172,19 @@ def run_dev(settings: Settings, *, rate: float, port: int, echo: Echo) -> None:
                 health=lambda: code_locations_loaded(port),  # a dead code server is not restarted by dagster dev
             )
         )
+        serve = [sys.executable, "-m", "analytics_platform.cli", "serve"]
+        api_host, api_port = settings.api_host, settings.api_port
+        services.append(Service("the API", serve, logs / "api.log", health=lambda: api_answers(api_host, api_port)))
         for service in services:
             service.start()
         generator = f"{rate:g} events/s ({logs / 'generator.log'})" if rate > 0 else "off (--rate 0)"
         echo(f"broker: {settings.bootstrap_servers}; generator: {generator}")
-        echo(f"Dagster UI: http://127.0.0.1:{port}  (logs: {logs / 'dagster-dev.log'}); Ctrl-C stops everything")
+        echo(f"Dagster UI: http://127.0.0.1:{port}  (logs: {logs / 'dagster-dev.log'})")
+        echo(
+            f"API: http://{api_host}:{api_port}/docs  (logs: {logs / 'api.log'}); a key: "
+            f"{BIN / 'analytics-platform'} api-key create me --role operator"
+        )
+        echo("Ctrl-C stops everything")
         while True:
             time.sleep(SUPERVISE_EVERY_S)
             for service in services:

@@ -49,11 +49,15 @@ from analytics_platform.warehouse.connections import (
 
 KEEP_BUILDS = 3
 # Which raw snapshots a build reflects, in the build itself: RAW_PINS are those its ``raw`` views read,
-# LIVE_PINS those its live facts (dbt tag ``live``) were last brought up to (see defs/transform/live.py).
+# LIVE_PINS those its live facts (dbt tag ``live``) were last brought up to (see defs/transform/live.py),
+# MARTS_PINS those the last full or daily dbt build read (the other marts). The serving API reports them
+# with each answer, with the newest event time of each pinned snapshot (SNAPSHOT_TIMES_TABLE).
 PINS_SCHEMA = "platform"
 PINS_TABLE = "raw_snapshot_pins"
+SNAPSHOT_TIMES_TABLE = "raw_snapshot_times"
 RAW_PINS = "raw_views"
 LIVE_PINS = "live_facts"
+MARTS_PINS = "marts"
 
 
 def build_lock(settings: Settings) -> contextlib.AbstractContextManager[None]:
@@ -181,9 +185,28 @@ def pin_raw_views(settings: Settings, catalog: Catalog, build: Path) -> dict[str
             if name != DEAD_LETTER_TABLE:
                 pins[name] = snapshot.snapshot_id if snapshot else 0
         _record_pins(con, RAW_PINS, pins)
+        _record_newest_event_times(con, pins)
     finally:
         con.close()
     return pins
+
+
+def _record_newest_event_times(con: duckdb.DuckDBPyConnection, pins: dict[str, int]) -> None:
+    """The newest event time of each pinned snapshot not recorded yet (a column scan of ``event_at``), so
+    that an answer can say how recent the events it reflects are. Rows no pin refers to are dropped."""
+    con.execute(
+        f"create table if not exists {PINS_SCHEMA}.{SNAPSHOT_TIMES_TABLE} "
+        "(table_name varchar, snapshot_id bigint, newest_event_at timestamptz)"
+    )
+    known = set(con.execute(f"select table_name, snapshot_id from {PINS_SCHEMA}.{SNAPSHOT_TIMES_TABLE}").fetchall())
+    for name, snapshot_id in pins.items():
+        if snapshot_id and (name, snapshot_id) not in known:
+            con.execute(
+                f"insert into {PINS_SCHEMA}.{SNAPSHOT_TIMES_TABLE} select ?, ?, max(event_at) from raw.{name}",
+                [name, snapshot_id],
+            )
+    pinned = f"from {PINS_SCHEMA}.{PINS_TABLE} p where p.table_name = t.table_name and p.snapshot_id = t.snapshot_id"
+    con.execute(f"delete from {PINS_SCHEMA}.{SNAPSHOT_TIMES_TABLE} t where not exists (select 1 {pinned})")
 
 
 def read_pins(build: Path, kind: str) -> dict[str, int] | None:

@@ -1,15 +1,18 @@
-"""``make dev`` smoke test: broker + live generator + ``dagster dev`` come up, show the lineage, ingest,
-and leave no process behind when stopped with Ctrl-C."""
+"""``make dev`` smoke test: broker + live generator + ``dagster dev`` + the API come up, show the lineage,
+ingest, serve the marts, and leave no process behind when stopped with Ctrl-C."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from analytics_platform.contracts.envelope import event_types
-from tests.dev import graphql, running_dev
+from tests.dev import CLI, graphql, running_dev
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.integration
@@ -66,5 +69,24 @@ def test_make_dev_serves_the_lineage_runs_sensors_and_stops_cleanly(isolated_pla
             420,
             "the marts sensor to rebuild today's partition of marts/fct_daily_active_users",
         )
+        # The API make dev started serves the marts those runs published, to a key made with the CLI.
+        key = subprocess.run(
+            [CLI, "api-key", "create", "smoke", "--role", "viewer"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        today = datetime.now(UTC).date().isoformat()
+
+        def todays_dau() -> list[dict] | None:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{dev.api_port}/v1/metrics/daily_active_users?start={today}",
+                headers={"Authorization": f"Bearer {key}"},
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=10) as answer:
+                    return json.loads(answer.read())["rows"] or None
+            except OSError:
+                return None
+
+        [row] = wait_for(todays_dau, 60, "the API to serve today's DAU")
+        assert row["activity_date"] == today and row["dau"] > 0
     # Stopped with Ctrl-C by running_dev: exit code 0 and no process left (broker, generator, webserver,
     # daemon, code servers, runs).

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.marts.conftest import LandedMarts
+from tests.landed import LandedMarts
 
 pytestmark = pytest.mark.integration
 

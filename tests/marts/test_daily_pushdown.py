@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from analytics_platform.warehouse.connections import connect_marts
-from tests.marts.conftest import LandedMarts
+from tests.landed import LandedMarts
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import pytest
 
 from analytics_platform.defs.transform.project import dbt_resource
 from analytics_platform.warehouse.dbt import dbt_pointed_at, dbt_target
-from tests.marts.conftest import LandedMarts
+from tests.landed import LandedMarts
 
 pytestmark = pytest.mark.integration
 

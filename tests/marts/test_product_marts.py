@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from analytics_platform.sim.generator import Dataset, version_at
-from tests.marts.conftest import LandedMarts
+from tests.landed import LandedMarts
 
 pytestmark = pytest.mark.integration
 

@@ -57,6 +57,7 @@ def published_build(
         try:
             with dbt_pointed_at(settings, build, FULL_BUILD_SLOT, covered):
                 yield build
+            builds.record_pins(build, builds.MARTS_PINS, builds.read_pins(build, builds.RAW_PINS) or {})
             if covered is not None:
                 live.advance_live_pins(settings, build, covered)
             with builds.publish_lock(settings):

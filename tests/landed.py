@@ -1,8 +1,9 @@
-"""One seeded dataset landed through the real platform once per session, for every mart test.
+"""One seeded dataset landed through the real platform once per session, for the mart and serving tests.
 
 4 days, >= 1,000 users and 200 products with mid-stream catalog and profile changes and 2% late events,
 published to a real broker, ingested into Iceberg and built by dbt through Dagster. Tests read the
-published DuckDB file and compare with values computed in polars from ``dataset``.
+published DuckDB file and compare with values computed in polars from ``dataset``. A test that publishes
+builds of its own works on a copy (see ``tests/serving``): this home's build must stay published.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from analytics_platform.local.orchestration import build_marts
 from analytics_platform.settings import Settings, get_settings
 from analytics_platform.sim.generator import Dataset, generate_dataset
 from analytics_platform.warehouse.connections import current_build
-from tests.conftest import free_port
+from tests.helpers import free_port
 
 EVENTS, DAYS, SEED = 44_000, 4, 2026
 

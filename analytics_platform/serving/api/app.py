@@ -1,0 +1,87 @@
+"""The serving API: ``create_app(settings)`` for uvicorn, tests and ``analytics-platform serve``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from analytics_platform.exceptions import (
+    AccessDeniedError,
+    BuildGoneError,
+    ConfigError,
+    InvalidRequestError,
+    NotPublishedError,
+    UnknownMetricError,
+)
+from analytics_platform.serving import cursors
+from analytics_platform.serving.access import KeyStore
+from analytics_platform.serving.api import metrics
+from analytics_platform.serving.api.deps import Services
+from analytics_platform.serving.api.graphql import graphql_router
+from analytics_platform.serving.published import PublishedBuilds
+from analytics_platform.settings import Settings, get_settings
+
+DESCRIPTION = """Metrics of the analytics lakehouse, read from the published marts build.
+
+Authenticate with an API key (`Authorization: Bearer <key>` or `X-API-Key`); create one with
+`analytics-platform api-key create NAME --role viewer|analyst|operator [--countries DE,FR]`. Every answer
+says what it reflects (`as_of`) and how old its newest event is (`X-Data-Freshness-Seconds`)."""
+
+
+def create_app(settings: Settings) -> FastAPI:
+    state = Services(
+        settings=settings,
+        builds=PublishedBuilds(settings, keep_s=settings.api_build_keep_s),
+        keys=KeyStore(settings.api_keys_path),
+        cursor_secret=cursors.load_secret(settings.api_secret_path),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        state.builds.close()
+
+    app = FastAPI(title="analytics-platform", version="1", description=DESCRIPTION, lifespan=lifespan)
+    app.state.services = state
+    app.include_router(metrics.router)
+    app.include_router(graphql_router(), tags=["graphql"], include_in_schema=False)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        """Liveness: the process answers (no key needed)."""
+        return {"status": "ok"}
+
+    def problem(status: int, error: Exception, headers: dict[str, str] | None = None) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=status, headers=headers)
+
+    @app.exception_handler(InvalidRequestError)
+    async def invalid(request: Request, error: InvalidRequestError) -> JSONResponse:
+        return problem(404 if isinstance(error, UnknownMetricError) else 422, error)
+
+    @app.exception_handler(AccessDeniedError)
+    async def denied(request: Request, error: AccessDeniedError) -> JSONResponse:
+        if error.authenticated:
+            return problem(403, error)
+        return problem(401, error, {"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(BuildGoneError)
+    async def gone(request: Request, error: BuildGoneError) -> JSONResponse:
+        return problem(409, error)
+
+    @app.exception_handler(NotPublishedError)
+    async def not_published(request: Request, error: NotPublishedError) -> JSONResponse:
+        return problem(503, error, {"Retry-After": "30"})
+
+    @app.exception_handler(ConfigError)
+    async def misconfigured(request: Request, error: ConfigError) -> JSONResponse:
+        return problem(503, error)
+
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app for ``uvicorn --factory`` (``analytics-platform serve``): settings from PLATFORM_* variables."""
+    return create_app(get_settings())

@@ -1,0 +1,42 @@
+"""What every route depends on: the app's state (settings, builds, keys, cursor secret) and the caller's key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from analytics_platform.serving.access import ApiKey, KeyStore
+from analytics_platform.serving.published import PublishedBuilds
+from analytics_platform.settings import Settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    builds: PublishedBuilds
+    keys: KeyStore
+    cursor_secret: bytes
+
+
+def services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <API key>`")
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="The API key.")
+
+
+def caller(
+    state: Annotated[Services, Depends(services)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    header_key: Annotated[str | None, Depends(api_key_header)],
+) -> ApiKey:
+    return state.keys.authenticate(credentials.credentials if credentials else header_key)
+
+
+ServicesDep = Annotated[Services, Depends(services)]
+CallerDep = Annotated[ApiKey, Depends(caller)]

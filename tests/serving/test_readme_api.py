@@ -1,0 +1,60 @@
+"""The README's API examples, run as a reader would: bash and curl against `analytics-platform serve`."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from analytics_platform.local.dev import api_answers
+from analytics_platform.local.processes import spawn, stop_group
+from tests.helpers import free_port, wait_for
+from tests.serving.conftest import Served
+
+pytestmark = pytest.mark.integration
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+CLI = str(Path(sys.executable).parent / "analytics-platform")
+
+
+def readme_api_block() -> list[str]:
+    section = README.read_text().split("## The API", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, re.DOTALL)
+    assert block is not None, "the README's API section has no bash block"
+    return [line for line in block.group(1).splitlines() if line.strip()]
+
+
+def test_the_readmes_curl_examples_answer_with_metrics(served: Served, tmp_path: Path) -> None:
+    port = free_port()
+    settings = served.settings
+    env = os.environ | {
+        "PLATFORM_HOME": str(settings.home),
+        "PLATFORM_DUCKDB_DIR": str(settings.duckdb_path),
+        "PLATFORM_API_KEYS_FILE": str(settings.api_keys_path),
+        "PLATFORM_API_SECRET_FILE": str(settings.api_secret_path),
+        "PLATFORM_API_PORT": str(port),
+    }
+    server = spawn([CLI, "serve"], tmp_path / "api.log", env=env)
+    try:
+        wait_for(lambda: api_answers("127.0.0.1", port), 60, "the API to answer", poll_s=0.2)
+        lines = [
+            line.replace(".venv/bin/analytics-platform", CLI).replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+            for line in readme_api_block()
+        ]
+        assert sum("curl" in line for line in lines) == 3
+        # Each curl's answer on a line of its own; --fail-with-body turns an HTTP error into a failed script.
+        script = 'set -euo pipefail\ncurl() { command curl --fail-with-body "$@"; echo; }\n' + "\n".join(lines)
+        done = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+    finally:
+        stop_group(server)
+    listing, dau, funnel = (json.loads(line) for line in done.stdout.splitlines() if line.strip())
+    assert {metric["name"] for metric in listing["metrics"]} >= {"daily_active_users", "funnel_daily", "sessions"}
+    assert dau["rows"] and all(row["activity_date"] >= "2026-11-01" for row in dau["rows"])
+    assert dau["as_of"]["raw"] and funnel["metric"] == "funnel_daily" and len(funnel["rows"]) <= 5
+    assert all(row["category"] == "books" for row in funnel["rows"])
