@@ -15,6 +15,9 @@ import pytest
 
 from analytics_platform.definitions import ingestion_only
 from analytics_platform.defs.resources import PlatformResource
+from analytics_platform.lakehouse.catalog import load_catalog
+from analytics_platform.lakehouse.offsets import NEXT_OFFSETS_KEY
+from analytics_platform.lakehouse.snapshots import RUN_ID_KEY, properties
 from analytics_platform.local.instance import get_instance
 from analytics_platform.local.orchestration import build_marts, tick_ingest_sensors
 from analytics_platform.settings import Settings, get_settings
@@ -49,6 +52,14 @@ def test_sensors_ingest_then_dbt_marts_equal_independent_computation(
     for event_type, count in counts_by_type(events).items():
         ids = event_ids(settings, event_type)
         assert len(ids) == len(set(ids)) == count
+    # Every ingest snapshot names the Dagster run that committed it (the API's drill-down links to it),
+    # and that run is one of the sensors' runs.
+    sensor_runs = {record.dagster_run.run_id for record in instance.get_run_records()}
+    catalog = load_catalog(settings)
+    for event_type in counts_by_type(events):
+        table = catalog.load_table(f"raw.{event_type}")
+        landed_by = {properties(s).get(RUN_ID_KEY) for s in table.snapshots() if NEXT_OFFSETS_KEY in properties(s)}
+        assert landed_by and landed_by <= sensor_runs, (event_type, landed_by)
 
     build_marts(settings)
     with connections.connect_marts(settings) as con:

@@ -36,6 +36,7 @@ from analytics_platform.lakehouse.snapshots import (
     BATCH_ID_KEY,
     INGESTED_AT_KEY,
     KEY_NOT_USER_ID_KEY,
+    RUN_ID_KEY,
     UNKNOWN_FIELDS_KEY,
     expire_old_snapshots,
 )
@@ -84,6 +85,7 @@ def land_batch(
     read: Callable[[], RawMessages] | None = None,
     before_commit: Callable[[], None] | None = None,
     after_dead_letters: Callable[[], None] | None = None,
+    run_id: str | None = None,
 ) -> BatchResult:
     """Read ``plan``'s range, decode it and commit rows + offsets in one Iceberg snapshot.
 
@@ -92,7 +94,7 @@ def land_batch(
     its own consumer and reads the window from the table.
     ``before_commit`` runs after the batch is read and decoded and before anything is written;
     ``after_dead_letters`` between the dead-letter and the raw commit (tests inject crashes and
-    competing writers there).
+    competing writers there). ``run_id``, the Dagster run landing it, is recorded in the snapshot.
 
     Raises:
         ConcurrentIngestError: another writer moved the table's offsets; re-plan and retry.
@@ -157,6 +159,8 @@ def land_batch(
         after_dead_letters()
     properties = offsets_properties(plan.topic, starts, next_offsets, fingerprints)
     properties[INGESTED_AT_KEY] = now.isoformat()
+    if run_id is not None:
+        properties[RUN_ID_KEY] = run_id
     if decoded.unknown_fields:
         properties[UNKNOWN_FIELDS_KEY] = json.dumps(decoded.unknown_fields)
     if decoded.keys_not_user_id:
@@ -206,6 +210,7 @@ def land_run(
     catalog: Catalog | None = None,
     on_batch: Callable[[BatchResult], None] | None = None,
     follow_s: float = 0.0,
+    run_id: str | None = None,
 ) -> list[BatchResult]:
     """Land a run's range as consecutive micro-batches of at most ``batch_max_events`` each.
 
@@ -225,7 +230,7 @@ def land_run(
     def land(batch: BatchPlan, read: Callable[[], RawMessages] | None = None) -> None:
         nonlocal dedup
         dedup = dedup or DedupWindow.read(table, settings.dedup_window_events)
-        result = land_batch(settings, batch, catalog=catalog, consumer=consumer, dedup=dedup, read=read)
+        result = land_batch(settings, batch, catalog=catalog, consumer=consumer, dedup=dedup, read=read, run_id=run_id)
         results.append(result)
         if on_batch:
             on_batch(result)

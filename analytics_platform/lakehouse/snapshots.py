@@ -18,6 +18,7 @@ from pyiceberg.table.snapshots import ancestors_of
 
 BATCH_ID_KEY = "kafka.batch-id"
 INGESTED_AT_KEY = "ingest.ingested-at"
+RUN_ID_KEY = "ingest.run-id"  # the Dagster run that landed the snapshot (drill-down links to it)
 UNKNOWN_FIELDS_KEY = "contract.unknown-fields"
 KEY_NOT_USER_ID_KEY = "kafka.keys-not-user-id"
 

@@ -18,7 +18,7 @@ from analytics_platform.exceptions import (
 )
 from analytics_platform.serving import cursors
 from analytics_platform.serving.access import KeyStore
-from analytics_platform.serving.api import metrics
+from analytics_platform.serving.api import events, metrics
 from analytics_platform.serving.api.deps import Services
 from analytics_platform.serving.api.graphql import graphql_router
 from analytics_platform.serving.published import PublishedBuilds
@@ -47,6 +47,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="analytics-platform", version="1", description=DESCRIPTION, lifespan=lifespan)
     app.state.services = state
     app.include_router(metrics.router)
+    app.include_router(events.router)
     app.include_router(graphql_router(), tags=["graphql"], include_in_schema=False)
 
     @app.get("/healthz", tags=["health"])

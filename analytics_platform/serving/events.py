@@ -1,0 +1,169 @@
+"""Drill-down: every raw event and dead letter of one correlation id, with where each came from.
+
+Raw lookups go to the Iceberg tables themselves (their current snapshots, not the marts build): the
+filter on ``correlation_id`` is pushed down to pyiceberg's scan, which skips data files whose column
+statistics exclude the value and reads only the columns asked for. Each row carries its Kafka
+coordinates; the snapshot that landed it is found from the offset ranges every ingest snapshot records,
+with the Dagster run that committed it, as long as the table keeps that snapshot
+(``PLATFORM_RAW_SNAPSHOTS_KEPT``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import duckdb
+import pyarrow.compute as pc
+from pyiceberg.catalog import Catalog
+from pyiceberg.expressions import EqualTo, Reference
+from pyiceberg.expressions.literals import literal
+from pyiceberg.table import Table
+
+from analytics_platform.contracts.envelope import event_types
+from analytics_platform.exceptions import InvalidRequestError
+from analytics_platform.lakehouse.offsets import NEXT_OFFSETS_KEY, START_OFFSETS_KEY, TOPIC_KEY
+from analytics_platform.lakehouse.snapshots import RUN_ID_KEY, properties
+from analytics_platform.lakehouse.tables import DEAD_LETTER_TABLE, open_raw_table, read_dead_letters
+from analytics_platform.serving.metrics import Scope
+from analytics_platform.settings import Settings
+
+MAX_EVENTS = 10_000  # a journey has tens of events; more means a shared or synthetic correlation id
+DEAD_LETTER_FIELDS = ("kafka_topic", "kafka_partition", "kafka_offset", "reason", "failed_checks", "ingested_at")
+
+
+@dataclass(frozen=True)
+class Drill:
+    correlation_id: str
+    events: list[dict[str, Any]]
+    dead_letters: list[dict[str, Any]]
+    dead_letters_visible: bool
+    snapshots: dict[str, int]  # the raw table snapshots read (0: none yet)
+
+
+def events_by_correlation_id(
+    catalog: Catalog,
+    settings: Settings,
+    correlation_id: str,
+    scope: Scope,
+    countries: duckdb.DuckDBPyConnection | None,
+) -> Drill:
+    """Every raw event carrying ``correlation_id`` across the raw tables, in event time order, and the
+    dead letters whose bytes carry it. A country-limited ``scope`` sees only events of users who were
+    in its countries at the event's time (from ``countries``, a connection to the published build's
+    SCD2 user history) and no dead letters (their user is not known reliably)."""
+    if not correlation_id.strip() or len(correlation_id) > 200:
+        raise InvalidRequestError("correlation_id must be 1 to 200 characters")
+    events: list[dict[str, Any]] = []
+    snapshots: dict[str, int] = {}
+    for name, event_type in sorted(event_types().items()):
+        table = open_raw_table(catalog, settings, event_type)
+        snapshot = table.current_snapshot() if table is not None else None
+        snapshots[name] = snapshot.snapshot_id if snapshot else 0
+        if table is None or snapshot is None:
+            continue
+        rows = table.scan(
+            row_filter=EqualTo(term=Reference("correlation_id"), value=literal(correlation_id)), limit=MAX_EVENTS
+        ).to_arrow()
+        landed = _landing_snapshots(table)
+        for row in rows.to_pylist():
+            events.append(_event(name, row, landed, settings))
+    if scope.countries is not None:
+        events = _within_countries(events, scope.countries, countries)
+    events.sort(key=lambda event: (event["event_at"], event["event_id"]))
+    dead_letters: list[dict[str, Any]] = []
+    if scope.countries is None:
+        dead = read_dead_letters(catalog, settings, DEAD_LETTER_TABLE)
+        if dead.num_rows:
+            carrying = dead.filter(pc.fill_null(pc.match_substring(dead["raw_value"], correlation_id), False))
+            dead_letters = [
+                _json({field: row[field] for field in DEAD_LETTER_FIELDS} | {"raw_value": _text(row["raw_value"])})
+                for row in carrying.to_pylist()
+            ]
+    return Drill(correlation_id, events, dead_letters, scope.countries is None, snapshots)
+
+
+def _landing_snapshots(table: Table) -> list[tuple[str, dict[int, tuple[int, int]], int, str | None]]:
+    """(topic, {partition: (start, next)}, snapshot id, run id) of every ingest snapshot the table keeps."""
+    landed = []
+    for snapshot in table.snapshots():
+        props = properties(snapshot)
+        if NEXT_OFFSETS_KEY in props and START_OFFSETS_KEY in props:
+            starts, nexts = json.loads(props[START_OFFSETS_KEY]), json.loads(props[NEXT_OFFSETS_KEY])
+            ranges = {int(p): (int(starts[p]), int(nexts[p])) for p in starts if p in nexts}
+            landed.append((props.get(TOPIC_KEY, ""), ranges, snapshot.snapshot_id, props.get(RUN_ID_KEY)))
+    return landed
+
+
+def _event(
+    name: str,
+    row: dict[str, Any],
+    landed: list[tuple[str, dict[int, tuple[int, int]], int, str | None]],
+    settings: Settings,
+) -> dict[str, Any]:
+    topic, partition, offset = row.pop("kafka_topic"), row.pop("kafka_partition"), row.pop("kafka_offset")
+    landed_by = None
+    for snapshot_topic, ranges, snapshot_id, run_id in landed:
+        start, end = ranges.get(partition, (0, 0))
+        if snapshot_topic == topic and start <= offset < end:
+            landed_by = {
+                "snapshot_id": str(snapshot_id),
+                "run_id": run_id,
+                "run_url": f"{settings.dagster_ui_url.rstrip('/')}/runs/{run_id}" if run_id else None,
+            }
+            break
+    return _json(row) | {
+        "table": f"{settings.raw_namespace}.{name}",
+        "kafka": {"topic": topic, "partition": partition, "offset": offset},
+        "landed_by": landed_by,
+    }
+
+
+def _within_countries(
+    events: list[dict[str, Any]], allowed: frozenset[str], con: duckdb.DuckDBPyConnection | None
+) -> list[dict[str, Any]]:
+    """The events whose user was in ``allowed`` countries at the event's time (the SCD2 version valid then)."""
+    if not events or con is None:
+        return []
+    rows = con.execute(
+        "select user_id, country, dbt_valid_from, dbt_valid_to from snapshots.snap_users "
+        "where user_id in (select unnest(?::varchar[]))",
+        [sorted({event["user_id"] for event in events})],
+    ).fetchall()
+    versions = [(user, country, _utc(start), _utc(end) if end else None) for user, country, start, end in rows]
+    kept = []
+    for event in events:
+        at = datetime.fromisoformat(event["event_at"])
+        country = next(
+            (c for u, c, start, end in versions if u == event["user_id"] and start <= at and (end is None or at < end)),
+            None,
+        )
+        if country in allowed:
+            kept.append(event)
+    return kept
+
+
+def _utc(moment: datetime) -> datetime:
+    """dbt snapshots store naive UTC timestamps."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode("utf-8", errors="replace") if value is not None else None
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json(item) for item in value]
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, bytes):
+        return _text(value)
+    return value
