@@ -12,19 +12,19 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import duckdb
 import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
-from pyiceberg.expressions import EqualTo, Reference
+from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, LessThan, Reference
 from pyiceberg.expressions.literals import literal
 from pyiceberg.table import Table
 
 from analytics_platform.contracts.envelope import event_types
-from analytics_platform.exceptions import InvalidRequestError
+from analytics_platform.exceptions import BuildGoneError, InvalidRequestError
 from analytics_platform.lakehouse.offsets import NEXT_OFFSETS_KEY, START_OFFSETS_KEY, TOPIC_KEY
 from analytics_platform.lakehouse.snapshots import RUN_ID_KEY, properties
 from analytics_platform.lakehouse.tables import DEAD_LETTER_TABLE, open_raw_table, read_dead_letters
@@ -73,7 +73,7 @@ def events_by_correlation_id(
             events.append(_event(name, row, landed, settings))
     if scope.countries is not None:
         events = _within_countries(events, scope.countries, countries)
-    events.sort(key=lambda event: (event["event_at"], event["event_id"]))
+    events.sort(key=_position)
     dead_letters: list[dict[str, Any]] = []
     if scope.countries is None:
         dead = read_dead_letters(catalog, settings, DEAD_LETTER_TABLE)
@@ -146,6 +146,10 @@ def _within_countries(
     return kept
 
 
+def _position(event: dict[str, Any]) -> tuple[datetime, str]:
+    return datetime.fromisoformat(event["event_at"]), event["event_id"]
+
+
 def _utc(moment: datetime) -> datetime:
     """dbt snapshots store naive UTC timestamps."""
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
@@ -167,3 +171,98 @@ def _json(value: Any) -> Any:
     if isinstance(value, bytes):
         return _text(value)
     return value
+
+
+@dataclass(frozen=True)
+class RowDrill:
+    """How to find the raw events behind one row of a time-bucketed metric."""
+
+    bucket: timedelta
+    event_types: tuple[str, ...]  # the raw tables to read
+    type_column: str | None = None  # a key column naming the row's event type, if the grain has one
+
+
+ACTIVITY = ("user_visit", "add_to_cart", "checkout", "purchase")
+ROW_DRILLS = {
+    "events_per_minute": RowDrill(timedelta(minutes=1), ACTIVITY, "event_type"),
+    "events_per_hour": RowDrill(timedelta(hours=1), ACTIVITY, "event_type"),
+    "revenue_per_minute": RowDrill(timedelta(minutes=1), ("purchase",)),
+    "revenue_daily": RowDrill(timedelta(days=1), ("purchase",)),
+    "daily_active_users": RowDrill(timedelta(days=1), ACTIVITY),
+}
+
+
+@dataclass(frozen=True)
+class RowEvents:
+    events: list[dict[str, Any]]
+    after: list[Any] | None  # (event_at, event_id) of the last event when more follow
+    snapshots: dict[str, int]  # the snapshots read: later pages read the same ones
+
+
+def events_behind_row(
+    catalog: Catalog,
+    settings: Settings,
+    metric: str,
+    key: list[str],
+    limit: int,
+    after: list[Any] | None = None,
+    pinned: dict[str, int] | None = None,
+) -> RowEvents:
+    """One page, in (event_at, event_id) order, of the raw events one row of ``metric`` counts: those of
+    its event type(s) in its time bucket. The bucket's bounds are pushed down to the Iceberg scan (the
+    tables are partitioned by event day, and files carry event_at statistics). ``pinned`` snapshots
+    (from a cursor) make later pages read exactly what the first one did."""
+    drill = ROW_DRILLS.get(metric)
+    if drill is None:
+        raise InvalidRequestError(
+            f"the raw events behind a row are available for {', '.join(ROW_DRILLS)}; {metric!r} is not among them"
+        )
+    expected = 2 if drill.type_column else 1
+    if len(key) != expected:
+        raise InvalidRequestError(
+            f"a row of {metric} is named by {expected} key value(s) separated by commas "
+            f"({'time bucket start, event type' if drill.type_column else 'time bucket start'}), got {len(key)}"
+        )
+    try:
+        start = datetime.fromisoformat(key[0])
+    except ValueError:
+        raise InvalidRequestError(f"{key[0]!r} is not an ISO 8601 date or time (the row's bucket start)") from None
+    start = _utc(start)
+    types = drill.event_types
+    if drill.type_column:
+        if key[1] not in drill.event_types:
+            raise InvalidRequestError(f"{key[1]!r} is not an activity event type ({', '.join(drill.event_types)})")
+        types = (key[1],)
+    lower = start if after is None else max(start, datetime.fromisoformat(after[0]))
+    row_filter = And(
+        GreaterThanOrEqual(term=Reference("event_at"), value=literal(lower.isoformat())),
+        LessThan(term=Reference("event_at"), value=literal((start + drill.bucket).isoformat())),
+    )
+    known = event_types()
+    found: list[dict[str, Any]] = []
+    snapshots: dict[str, int] = {}
+    for name in types:
+        table = open_raw_table(catalog, settings, known[name])
+        current = table.current_snapshot() if table is not None else None
+        snapshot_id = (pinned or {}).get(name) or (current.snapshot_id if current else 0)
+        snapshots[name] = snapshot_id
+        if table is None or not snapshot_id:
+            continue
+        if table.snapshot_by_id(snapshot_id) is None:
+            raise BuildGoneError(
+                f"raw.{name} no longer keeps snapshot {snapshot_id}, which this cursor reads: "
+                "request the first page again"
+            )
+        rows = table.scan(row_filter=row_filter, snapshot_id=snapshot_id).to_arrow()
+        landed = _landing_snapshots(table)
+        found += [_event(name, row, landed, settings) for row in rows.to_pylist()]
+    found.sort(key=lambda event: (event["event_at"], event["event_id"]))
+    if after is not None:
+        found = [
+            e
+            for e in found
+            if (datetime.fromisoformat(e["event_at"]), e["event_id"]) > (datetime.fromisoformat(after[0]), after[1])
+        ]
+    page = found[:limit]
+    more = len(found) > limit
+    return RowEvents(page, [page[-1]["event_at"], page[-1]["event_id"]] if more else None, snapshots)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 
 import duckdb
 import pytest
@@ -18,6 +19,14 @@ from tests.landed import LandedMarts
 from tests.serving.conftest import RESTRICTED_COUNTRIES, Served
 
 pytestmark = pytest.mark.integration
+
+
+def parse(timestamp: str) -> datetime:
+    return datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def parse_iso(timestamp: str) -> datetime:
+    return datetime.fromisoformat(timestamp)
 
 
 def journeys(landed_marts: LandedMarts) -> dict[str, list[dict]]:
@@ -111,3 +120,59 @@ def test_drill_down_needs_the_analyst_role_and_a_limited_key_sees_only_its_count
     for bad in ({"correlation_id": ""}, {}, {"correlation_id": "x" * 201}):
         answer = client.get("/v1/events", params=bad, headers=served.auth("analyst"))
         assert answer.status_code == 422, answer.text
+
+
+def row_events(client: TestClient, who: dict[str, str], metric: str, row: str, limit: int) -> tuple[list[dict], int]:
+    events: list[dict] = []
+    pages, cursor = 0, None
+    while True:
+        params: dict[str, str | int] = {"limit": limit} | ({"cursor": cursor} if cursor else {})
+        answer = client.get(f"/v1/metrics/{metric}/rows/{row}/events", params=params, headers=who)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        events += body["events"]
+        pages += 1
+        if (cursor := body["next_cursor"]) is None:
+            return events, pages
+
+
+def test_the_raw_events_behind_a_row_are_the_events_it_counts(
+    landed_marts: LandedMarts, served: Served, client: TestClient
+) -> None:
+    analyst = served.auth("analyst")
+    minutes = client.get("/v1/metrics/events_per_minute", params={"limit": 1000}, headers=analyst).json()["rows"]
+    busiest = max((row for row in minutes if row["event_type"] == "add_to_cart"), key=lambda row: row["event_count"])
+    assert busiest["event_count"] >= 3
+    events, pages = row_events(client, analyst, "events_per_minute", f"{busiest['event_minute']},add_to_cart", 2)
+    assert pages == -(-busiest["event_count"] // 2)
+    minute = datetime.fromisoformat(busiest["event_minute"])
+    produced = {
+        e["event_id"]
+        for e in landed_marts.dataset.events
+        if e["event_type"] == "add_to_cart" and minute <= parse(e["timestamp"]) < minute + timedelta(minutes=1)
+    }
+    assert {e["event_id"] for e in events} == produced and len(events) == busiest["event_count"]
+    assert [parse_iso(e["event_at"]) for e in events] == sorted(parse_iso(e["event_at"]) for e in events)
+
+    day = client.get("/v1/metrics/revenue_daily", params={"limit": 1000}, headers=analyst).json()["rows"][1]
+    purchases, _ = row_events(client, analyst, "revenue_daily", day["revenue_date"], 1000)
+    assert len(purchases) == day["orders"] and {e["event_type"] for e in purchases} == {"purchase"}
+
+
+@pytest.mark.parametrize(
+    ("path", "who", "status", "says"),
+    [
+        ("/v1/metrics/funnel_daily/rows/2026-11-01,books/events", "analyst", 422, "'events_per_minute'"),
+        ("/v1/metrics/events_per_minute/rows/2026-11-01T10:00:00Z/events", "analyst", 422, "2 key value(s)"),
+        ("/v1/metrics/events_per_minute/rows/soon,purchase/events", "analyst", 422, "not an ISO 8601"),
+        ("/v1/metrics/events_per_minute/rows/2026-11-01T10:00:00Z,signup/events", "analyst", 422, "not an activity"),
+        ("/v1/metrics/revenue_daily/rows/2026-11-01/events", "viewer", 403, "needs role analyst"),
+        ("/v1/metrics/revenue_daily/rows/2026-11-01/events", "restricted", 403, "aggregated over every country"),
+        ("/v1/metrics/nope/rows/2026-11-01/events", "analyst", 422, "'daily_active_users'"),
+    ],
+)
+def test_row_drill_down_refuses_what_it_cannot_answer(
+    path: str, who: str, status: int, says: str, served: Served, client: TestClient
+) -> None:
+    answer = client.get(path, headers=served.auth(who))
+    assert answer.status_code == status and says in answer.text, answer.text

@@ -46,15 +46,19 @@ def test_the_readmes_curl_examples_answer_with_metrics(served: Served, tmp_path:
             line.replace(".venv/bin/analytics-platform", CLI).replace("127.0.0.1:8000", f"127.0.0.1:{port}")
             for line in readme_api_block()
         ]
-        assert sum("curl" in line for line in lines) == 3
+        assert sum("curl" in line for line in lines) == 6
         # Each curl's answer on a line of its own; --fail-with-body turns an HTTP error into a failed script.
         script = 'set -euo pipefail\ncurl() { command curl --fail-with-body "$@"; echo; }\n' + "\n".join(lines)
         done = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stdout + done.stderr
     finally:
         stop_group(server)
-    listing, dau, funnel = (json.loads(line) for line in done.stdout.splitlines() if line.strip())
+    listing, dau, funnel, behind, journey = (json.loads(line) for line in done.stdout.splitlines() if line.strip())
     assert {metric["name"] for metric in listing["metrics"]} >= {"daily_active_users", "funnel_daily", "sessions"}
     assert dau["rows"] and all(row["activity_date"] >= "2026-11-01" for row in dau["rows"])
     assert dau["as_of"]["raw"] and funnel["metric"] == "funnel_daily" and len(funnel["rows"]) <= 5
     assert all(row["category"] == "books" for row in funnel["rows"])
+    assert len(behind["events"]) == 2 and {e["event_type"] for e in behind["events"]} == {"purchase"}
+    assert behind["events"][0]["event_at"].startswith("2026-11-02")
+    assert "purchase" in {e["event_type"] for e in journey["events"]}
+    assert {e["correlation_id"] for e in journey["events"]} == {behind["events"][0]["correlation_id"]}

@@ -48,6 +48,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.services = state
     app.include_router(metrics.router)
     app.include_router(events.router)
+    app.include_router(events.rows_router)
     app.include_router(graphql_router(), tags=["graphql"], include_in_schema=False)
 
     @app.get("/healthz", tags=["health"])

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
+from analytics_platform.exceptions import InvalidRequestError
 from analytics_platform.lakehouse.catalog import load_catalog
+from analytics_platform.serving import cursors
 from analytics_platform.serving.access import Role
 from analytics_platform.serving.api.deps import CallerDep, ServicesDep
 from analytics_platform.serving.api.metrics import ERRORS
-from analytics_platform.serving.events import events_by_correlation_id
+from analytics_platform.serving.events import ROW_DRILLS, events_behind_row, events_by_correlation_id
+from analytics_platform.serving.metrics import DEFAULT_LIMIT, MAX_LIMIT, enforce_scope
+from analytics_platform.serving.metrics import metric as metric_definition
 
 router = APIRouter(prefix="/v1/events", tags=["drill-down"])
 
@@ -49,4 +54,52 @@ def events(
         dead_letters=drill.dead_letters,
         dead_letters_visible=drill.dead_letters_visible,
         snapshots={name: str(snapshot) for name, snapshot in drill.snapshots.items()},
+    )
+
+
+rows_router = APIRouter(prefix="/v1/metrics", tags=["drill-down"])
+DrillableMetric = StrEnum("DrillableMetric", {name: name for name in ROW_DRILLS})  # type: ignore[misc]
+
+
+class RowEventsPage(BaseModel):
+    metric: str
+    row: str
+    events: list[dict[str, Any]] = Field(description="The raw events the row counts, in (event_at, event_id) order.")
+    next_cursor: str | None
+    snapshots: dict[str, str] = Field(description="The raw snapshots read; every page of one query reads these.")
+
+
+@rows_router.get("/{metric}/rows/{row}/events", response_model=RowEventsPage, responses=ERRORS)
+def row_events(
+    metric: DrillableMetric,
+    row: Annotated[str, Path(max_length=200, description="The row's key values, comma-separated, in key order.")],
+    state: ServicesDep,
+    caller: CallerDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Events per page.")] = DEFAULT_LIMIT,
+    cursor: Annotated[str | None, Query(max_length=4000, description="`next_cursor` of the previous page.")] = None,
+) -> RowEventsPage:
+    """The raw events behind one row of a per-minute, hourly or daily metric (e.g.
+    `/v1/metrics/events_per_minute/rows/2026-11-01T10:05:00Z,purchase/events`), paginated."""
+    caller.require(Role.analyst, "drilling down to raw events")
+    name = metric.value
+    enforce_scope(metric_definition(name), caller.scope)
+    pinned, after = None, None
+    if cursor is not None:
+        position = cursors.decode(cursor, state.cursor_secret)
+        if position.metric != f"{name}/rows" or position.filters.get("row") != row:
+            raise InvalidRequestError("this cursor pages the events of another row; start again without it")
+        pinned, after = {k: int(v) for k, v in position.filters["snapshots"].items()}, position.after
+    page = events_behind_row(load_catalog(state.settings), state.settings, name, row.split(","), limit, after, pinned)
+    next_cursor = None
+    if page.after is not None:
+        filters = {"row": row, "snapshots": {k: str(v) for k, v in page.snapshots.items()}}
+        next_cursor = cursors.encode(
+            cursors.Cursor(f"{name}/rows", filters, caller.scope.fingerprint(), "", page.after), state.cursor_secret
+        )
+    return RowEventsPage(
+        metric=name,
+        row=row,
+        events=page.events,
+        next_cursor=next_cursor,
+        snapshots={k: str(v) for k, v in page.snapshots.items()},
     )
