@@ -30,9 +30,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RESULTS, cpu_model, spread  # noqa: E402
 
-FULL = {"events": 1_000_000, "memory_events": 5_000_000, "rate": 2_000.0, "duration_s": 600.0, "repeat": 3}
-QUICK = {"events": 50_000, "memory_events": 100_000, "rate": 2_000.0, "duration_s": 10.0, "repeat": 1}
-STAGES = ("ingest", "build", "freshness")
+FULL = {
+    "events": 1_000_000,
+    "memory_events": 5_000_000,
+    "rate": 2_000.0,
+    "duration_s": 600.0,
+    "api_duration_s": 60.0,
+    "repeat": 3,
+}
+QUICK = {
+    "events": 50_000,
+    "memory_events": 100_000,
+    "rate": 2_000.0,
+    "duration_s": 10.0,
+    "api_duration_s": 15.0,
+    "repeat": 1,
+}
+STAGES = ("ingest", "build", "api", "freshness")
 
 
 def echo(message: str) -> None:
@@ -70,7 +84,10 @@ def main() -> None:
         parser.error(f"unknown stages {sorted(unknown)}; choose from {', '.join(STAGES)}")
     if "build" in stages and "ingest" not in stages:
         parser.error("the build stage builds on the ingest stage's raw tables: add ingest to --stages")
+    if "api" in stages and "build" not in stages:
+        parser.error("the api stage serves the build stage's marts and 10x raw tables: add ingest,build to --stages")
 
+    import api
     import build
     import freshness
     import ingest
@@ -94,6 +111,9 @@ def main() -> None:
             results["build"] = build.run(
                 results["ingest"]["home"], events=events, repeat=repeat, start=start.date(), echo=echo
             )
+        if "api" in stages:
+            echo(f"api: {api.CLIENTS} clients for {sizes['api_duration_s']:.0f}s during a full build, then drill-downs")
+            results["api"] = api.run(results["ingest"]["home"], duration_s=float(sizes["api_duration_s"]), echo=echo)
         if "freshness" in stages:
             echo(f"freshness: {sizes['rate']:,.0f} events/s for {sizes['duration_s']:.0f}s under dagster dev")
             results["freshness"] = freshness.run(
@@ -177,6 +197,24 @@ def report(
             "target <= 0.3",
         )
         figures["build_day_events"] = build["day_events"]
+    if "api" in results:
+        served = results["api"]
+        figures.update({f"api_{name}": value for name, value in served.items()})
+        during = f"{served['requests']:,} requests, 16 clients, during a full build: {served['build_overlapped']}"
+        ms = {name: value * 1000 for name, value in served.items() if name.endswith("_s")}
+        rows += [
+            ("API metric page p50 (ms)", ms["p50_s"], during),
+            ("API metric page p99 (ms)", ms["p99_s"], "target <= 50"),
+            ("  in-process DuckDB p50 (ms)", ms["baseline_p50_s"], "baseline"),
+            ("  in-process DuckDB p99 (ms)", ms["baseline_p99_s"], "baseline"),
+            ("  ratio p99 API / in-process", ms["p99_s"] / ms["baseline_p99_s"], ""),
+            ("API requests/s", served["requests_per_s"], f"{served['errors']} errors (target 0)"),
+            ("drill-down by correlation id p50 (ms)", ms["drill_p50_s"], f"{served['raw_rows']:,} raw rows"),
+            ("drill-down by correlation id p99 (ms)", ms["drill_p99_s"], "target <= 500"),
+            ("  DuckDB iceberg_scan p50 (ms)", ms["drill_baseline_p50_s"], "baseline"),
+            ("  DuckDB iceberg_scan p99 (ms)", ms["drill_baseline_p99_s"], "baseline"),
+            ("  ratio p99 API / DuckDB", ms["drill_p99_s"] / ms["drill_baseline_p99_s"], ""),
+        ]
     if "freshness" in results:
         fresh = results["freshness"]
         figures.update(
