@@ -256,6 +256,10 @@ def test_graphql_pages_the_same_rows_with_the_same_cursor_and_country_rules(serv
         if (cursor := body["data"]["metric"]["nextCursor"]) is None:
             break
     assert rows == allowed
+    listed = graphql(client, served.auth("viewer"), "{ metrics { name key filters splitByCountry live } }")
+    rest = client.get("/v1/metrics", headers=served.auth("viewer")).json()["metrics"]
+    assert [m["name"] for m in listed["data"]["metrics"]] == [m["name"] for m in rest] == list(METRICS)
+    assert [m["splitByCountry"] for m in listed["data"]["metrics"]] == [m["split_by_country"] for m in rest]
     refused = graphql(client, served.auth("restricted"), PAGE_QUERY, name="daily_active_users", limit=10)
     assert "aggregated over every country" in refused["errors"][0]["message"] and refused["data"] is None
     filtered = graphql(

@@ -15,8 +15,8 @@ from strawberry.types import Info
 
 from analytics_platform.serving.access import ApiKey, Role
 from analytics_platform.serving.api.deps import Services
-from analytics_platform.serving.api.metrics import filters_from, metric_page
-from analytics_platform.serving.metrics import DEFAULT_LIMIT, METRICS
+from analytics_platform.serving.api.metrics import filters_from, metric_infos, metric_page
+from analytics_platform.serving.metrics import DEFAULT_LIMIT
 
 MAX_DEPTH = 6
 MAX_ALIASES = 10
@@ -80,17 +80,7 @@ class Query:
     def metrics(self, info: Info) -> list[MetricInfo]:
         _, caller = _context_key(info)
         caller.require(Role.viewer, "listing metrics")
-        return [
-            MetricInfo(
-                name=m.name,
-                description=m.description,
-                key=list(m.key),
-                filters=list(m.filters),
-                split_by_country=m.country_column is not None,
-                live=m.live,
-            )
-            for m in METRICS.values()
-        ]
+        return [MetricInfo(**info.model_dump()) for info in metric_infos()]
 
     @strawberry.field(description="One page of a metric in key order; pass nextCursor back as cursor.")
     def metric(

@@ -37,19 +37,22 @@ ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": Problem} for status
 def list_metrics(caller: CallerDep) -> MetricList:
     """Every metric, with its grain, filters and whether country-limited keys may read it."""
     caller.require(Role.viewer, "listing metrics")
-    return MetricList(
-        metrics=[
-            MetricInfo(
-                name=m.name,
-                description=m.description,
-                key=list(m.key),
-                filters=list(m.filters),
-                split_by_country=m.country_column is not None,
-                live=m.live,
-            )
-            for m in METRICS.values()
-        ]
-    )
+    return MetricList(metrics=metric_infos())
+
+
+def metric_infos() -> list[MetricInfo]:
+    """What REST and GraphQL say of each metric."""
+    return [
+        MetricInfo(
+            name=m.name,
+            description=m.description,
+            key=list(m.key),
+            filters=list(m.filters),
+            split_by_country=m.country_column is not None,
+            live=m.live,
+        )
+        for m in METRICS.values()
+    ]
 
 
 FILTER_PARAMETERS = {
