@@ -21,6 +21,7 @@ from analytics_platform.serving.access import KeyStore
 from analytics_platform.serving.api import events, metrics
 from analytics_platform.serving.api.deps import Services
 from analytics_platform.serving.api.graphql import graphql_router
+from analytics_platform.serving.events import lake_connection
 from analytics_platform.serving.published import PublishedBuilds
 from analytics_platform.settings import Settings, get_settings
 
@@ -37,12 +38,14 @@ def create_app(settings: Settings) -> FastAPI:
         builds=PublishedBuilds(settings, keep_s=settings.api_build_keep_s),
         keys=KeyStore(settings.api_keys_path),
         cursor_secret=cursors.load_secret(settings.api_secret_path),
+        lake=lake_connection(settings),
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         state.builds.close()
+        state.lake.close()
 
     app = FastAPI(title="analytics-platform", version="1", description=DESCRIPTION, lifespan=lifespan)
     app.state.services = state

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
+import duckdb
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
@@ -19,6 +22,15 @@ class Services:
     builds: PublishedBuilds
     keys: KeyStore
     cursor_secret: bytes
+    lake: duckdb.DuckDBPyConnection  # reads the raw Iceberg tables: one cursor() per request
+
+    @contextlib.contextmanager
+    def lake_cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        cursor = self.lake.cursor()
+        try:
+            yield cursor
+        finally:
+            cursor.close()
 
 
 def services(request: Request) -> Services:

@@ -43,11 +43,12 @@ def events(
     caller.require(Role.analyst, "drilling down to raw events")
     scope = caller.scope
     catalog = load_catalog(state.settings)
-    if scope.countries is None:
-        drill = events_by_correlation_id(catalog, state.settings, correlation_id, scope, None)
-    else:
-        with state.builds.current().cursor() as con:
-            drill = events_by_correlation_id(catalog, state.settings, correlation_id, scope, con)
+    with state.lake_cursor() as lake:
+        if scope.countries is None:
+            drill = events_by_correlation_id(lake, catalog, state.settings, correlation_id, scope, None)
+        else:
+            with state.builds.current().cursor() as con:
+                drill = events_by_correlation_id(lake, catalog, state.settings, correlation_id, scope, con)
     return Events(
         correlation_id=drill.correlation_id,
         events=drill.events,
@@ -89,7 +90,9 @@ def row_events(
         if position.metric != f"{name}/rows" or position.filters.get("row") != row:
             raise InvalidRequestError("this cursor pages the events of another row; start again without it")
         pinned, after = {k: int(v) for k, v in position.filters["snapshots"].items()}, position.after
-    page = events_behind_row(load_catalog(state.settings), state.settings, name, row.split(","), limit, after, pinned)
+    with state.lake_cursor() as lake:
+        catalog = load_catalog(state.settings)
+        page = events_behind_row(lake, catalog, state.settings, name, row.split(","), limit, after, pinned)
     next_cursor = None
     if page.after is not None:
         filters = {"row": row, "snapshots": {k: str(v) for k, v in page.snapshots.items()}}
