@@ -104,7 +104,7 @@ def build_raw_asset(event_type: EventType) -> dg.AssetsDefinition:
                         dg.AssetMaterialization(raw_asset_key(event_type), metadata=_batch_metadata(batch))
                     )
 
-            batches = land_run(settings, plan, follow_s=config.follow_s, on_batch=landed, run_id=context.run_id)
+            batches = land_run(settings, plan, follow_s=config.follow_s, on_batch=landed, run_id=context.run.run_id)
         dead_lettered = sum(batch.dead_lettered for batch in batches)
         if dead_lettered:
             context.log_event(
