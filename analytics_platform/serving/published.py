@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -74,14 +73,9 @@ class OpenBuild:
     last_used: float = field(default_factory=time.monotonic)
     _as_of: dict[str, AsOf] = field(default_factory=dict)
 
-    @contextlib.contextmanager
-    def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def cursor(self) -> contextlib.closing[duckdb.DuckDBPyConnection]:
         """A connection of its own for one request (a DuckDB connection is not shared between threads)."""
-        cursor = self.connection.cursor()
-        try:
-            yield cursor
-        finally:
-            cursor.close()
+        return contextlib.closing(self.connection.cursor())
 
     def as_of(self, live: bool) -> AsOf:
         """What the build's live facts (``live``) or its other marts reflect."""
@@ -153,7 +147,7 @@ class PublishedBuilds:
 
     def _get(self, build_id: str, path: Path) -> OpenBuild:
         with self._lock:
-            self._close_idle()
+            self._close_idle(except_for=build_id)
             if build_id not in self._open:
                 try:
                     connection = duckdb.connect(str(path), read_only=True, config=duckdb_config(self._settings))
@@ -167,10 +161,10 @@ class PublishedBuilds:
         build.last_used = time.monotonic()
         return build
 
-    def _close_idle(self) -> None:
-        current = current_build(self._settings)
+    def _close_idle(self, except_for: str) -> None:
+        """Close builds unused for keep_s (the published one too: the next request reopens it)."""
         cutoff = time.monotonic() - self._keep_s
         for build_id, build in list(self._open.items()):
-            if build.last_used < cutoff and build.path != current:
+            if build.last_used < cutoff and build_id != except_for:
                 build.connection.close()
                 del self._open[build_id]

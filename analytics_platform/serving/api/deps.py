@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -24,13 +23,8 @@ class Services:
     cursor_secret: bytes
     lake: duckdb.DuckDBPyConnection  # reads the raw Iceberg tables: one cursor() per request
 
-    @contextlib.contextmanager
-    def lake_cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        cursor = self.lake.cursor()
-        try:
-            yield cursor
-        finally:
-            cursor.close()
+    def lake_cursor(self) -> contextlib.closing[duckdb.DuckDBPyConnection]:
+        return contextlib.closing(self.lake.cursor())
 
 
 def services(request: Request) -> Services:
