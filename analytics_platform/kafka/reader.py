@@ -246,3 +246,42 @@ def read_range(
         messages.keys.extend(read.keys)
         messages.values.extend(read.values)
     return messages
+
+
+def _timestamp_at(consumer: Consumer, topic: str, partition: int, offset: int) -> tuple[int, int]:
+    """(offset, timestamp in ms) of the first message at or after ``offset`` (the broker may answer with
+    the record batch around it)."""
+    consumer.assign([TopicPartition(topic, partition, offset)])
+    deadline = time.monotonic() + STALL_TIMEOUT_S
+    try:
+        while time.monotonic() < deadline:
+            for message in consumer.consume(100, timeout=0.2):
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        continue
+                    raise TransientError(f"reading {topic}[{partition}] at {offset} failed: {error}")
+                if message.partition() == partition and _offset(message) >= offset:
+                    return _offset(message), message.timestamp()[1]
+    finally:
+        consumer.unassign()
+    raise TransientError(f"no message of {topic}[{partition}] at offset {offset} within {STALL_TIMEOUT_S:.0f}s")
+
+
+def first_offset_at(consumer: Consumer, topic: str, partition: int, timestamp_ms: int, log: LogBounds) -> int:
+    """The first offset of the partition whose message timestamp is at or after ``timestamp_ms`` (``log.end``
+    if none), by binary search over ``log``: about log2(n) single-message reads.
+
+    Kafka's ``offsets_for_times`` does this from the broker's time index; the embedded broker answers it
+    with offset 0 for any time, so the platform searches itself. Assumes timestamps that do not go back
+    within a partition (producer create time from one clock), as Kafka's time index does.
+    """
+    low, high = log.start, log.end
+    while low < high:
+        middle = (low + high) // 2
+        offset, timestamp = _timestamp_at(consumer, topic, partition, middle)
+        if timestamp >= timestamp_ms:
+            high = middle
+        else:
+            low = offset + 1
+    return low
