@@ -140,14 +140,19 @@ def required_fields_not_null(catalog: Catalog, settings: Settings, table: Table,
 
 
 def no_schema_drift(catalog: Catalog, settings: Settings, table: Table, event_type: EventType) -> CheckOutcome:
-    """Fields producers sent recently that no schema version declares (recorded per batch by ingestion)."""
+    """Fields producers sent recently that no schema version declares (recorded per batch by ingestion).
+
+    A field a version registered since declares is no longer drift: once the fix is in the registry (and
+    the dead letters replayed), the check passes without waiting for the window to pass."""
     cutoff_ms = int(_cutoff(settings).timestamp() * 1000)
+    declared = {f"payload.{f.name}" for f in contract_for(settings, event_type).storage_fields}
     seen: dict[str, list[int]] = {}
     for snapshot in table.snapshots():
         recorded = properties(snapshot)
         if snapshot.timestamp_ms >= cutoff_ms and UNKNOWN_FIELDS_KEY in recorded:
             for name in json.loads(recorded[UNKNOWN_FIELDS_KEY]):
-                seen.setdefault(name, []).append(snapshot.snapshot_id)
+                if name not in declared:
+                    seen.setdefault(name, []).append(snapshot.snapshot_id)
     return CheckOutcome(
         passed=not seen,
         description=(

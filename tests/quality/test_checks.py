@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dagster as dg
 import pytest
 
 from analytics_platform.contracts.envelope import encode_event, event_types
 from analytics_platform.exceptions import QualityGateError
 from analytics_platform.ingest.land import ingest_until_caught_up
+from analytics_platform.lakehouse.catalog import load_catalog
+from analytics_platform.lakehouse.tables import open_raw_table
 from analytics_platform.local.instance import get_instance
 from analytics_platform.local.orchestration import build_marts
-from analytics_platform.quality.checks import CHECKS
+from analytics_platform.quality.checks import CHECKS, no_schema_drift
 from analytics_platform.settings import Settings, get_settings
 from analytics_platform.warehouse.connections import current_build
 from tests.conftest import set_environment
-from tests.helpers import produce, send_raw
+from tests.helpers import add_payload_field, produce, schema_dir_with_v2, send_raw
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +36,7 @@ def latest_evaluation(settings: Settings, event_type: str, check: str) -> dg.Ass
 
 
 def test_checks_pass_on_clean_data_and_block_the_marts_on_bad_data(
-    broker: Settings, monkeypatch: pytest.MonkeyPatch
+    broker: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     events = produce(broker, 4_000, seed=31)
     ingest_all(broker)
@@ -69,6 +73,16 @@ def test_checks_pass_on_clean_data_and_block_the_marts_on_bad_data(
     duplicates = latest_evaluation(settings, "add_to_cart", "unique_event_ids")
     assert not duplicates.passed and duplicates.metadata["duplicated_event_ids"].value == 1
     assert latest_evaluation(settings, "user_visit", "dead_letter_rate").passed
+
+    # Once a schema version declares the field, it is no longer drift (no need to wait for the window).
+    gift_wrap = add_payload_field("gift_wrap", ["null", "boolean"], default=None)
+    schemas = schema_dir_with_v2(tmp_path, "checkout", gift_wrap)
+    set_environment(monkeypatch, PLATFORM_SCHEMA_DIR=str(schemas))
+    fixed = get_settings()
+    catalog = load_catalog(fixed)
+    checkouts = open_raw_table(catalog, fixed, event_types()["checkout"])
+    assert checkouts is not None
+    assert no_schema_drift(catalog, fixed, checkouts, event_types()["checkout"]).passed
 
 
 def test_dbt_tests_are_asset_checks_in_the_marts_job() -> None:
