@@ -124,8 +124,9 @@ def _disk_full_is_terminal(settings: Settings, doing: str) -> Iterator[None]:
         raise
 
 
-def prepare_build(settings: Settings, catalog: Catalog) -> Path:
-    """A new build file: a copy of the published one, with ``raw`` views pinned to current snapshots.
+def prepare_build(settings: Settings, catalog: Catalog, as_of: datetime | None = None) -> Path:
+    """A new build file: a copy of the published one, with ``raw`` views pinned to current snapshots
+    (with ``as_of``, showing only the rows ingested by then: see :func:`pin_raw_views`).
 
     Raises:
         WarehouseFullError: no room on PLATFORM_DUCKDB_DIR for the copy or its views; nothing of the build is left.
@@ -148,18 +149,20 @@ def prepare_build(settings: Settings, catalog: Catalog) -> Path:
             with _disk_full_is_terminal(settings, f"copying the published marts ({size}) into a new build"):
                 shutil.copyfile(previous, path)
         with _disk_full_is_terminal(settings, "pinning the raw views in the new build"):
-            pin_raw_views(settings, catalog, path)
+            pin_raw_views(settings, catalog, path, as_of)
     except BaseException:
         discard(path)  # a half-written copy would hold the space a later build needs
         raise
     return path
 
 
-def pin_raw_views(settings: Settings, catalog: Catalog, build: Path) -> dict[str, int]:
+def pin_raw_views(settings: Settings, catalog: Catalog, build: Path, as_of: datetime | None = None) -> dict[str, int]:
     """Point the build's ``raw`` views at each raw table's current snapshot; returns the event tables'
     snapshot ids (0 for a table without one), also recorded in the build as its ``raw`` pins.
 
-    A table that has no snapshot, or does not exist yet, is an empty view of its schema's shape."""
+    A table that has no snapshot, or does not exist yet, is an empty view of its schema's shape.
+    ``as_of``: the views show only rows ingested at or before it, which is what the tables held then
+    (they are append-only), however long ago: snapshot history is expired, ``ingested_at`` is not."""
     schemas = {name: raw_table_schema(contract_for(settings, t)) for name, t in event_types().items()}
     schemas[DEAD_LETTER_TABLE] = DEAD_LETTER_SCHEMA
     pins = {}
@@ -179,13 +182,16 @@ def pin_raw_views(settings: Settings, catalog: Catalog, build: Path) -> dict[str
                 columns = ", ".join(f"null::{duckdb_type(field)} as {field.name}" for field in fields)
                 con.execute(f"create or replace view raw.{name} as select {columns} where false")
             else:
+                until = f" where ingested_at <= '{as_of.isoformat()}'::timestamptz" if as_of else ""
                 con.execute(
-                    f"create or replace view raw.{name} as select * from iceberg_scan('{table.metadata_location}')"
+                    f"create or replace view raw.{name} as "
+                    f"select * from iceberg_scan('{table.metadata_location}'){until}"
                 )
             if name != DEAD_LETTER_TABLE:
                 pins[name] = snapshot.snapshot_id if snapshot else 0
         _record_pins(con, RAW_PINS, pins)
-        _record_newest_event_times(con, pins)
+        if as_of is None:  # the newest event times are kept per snapshot: an as-of view would skew them
+            _record_newest_event_times(con, pins)
     finally:
         con.close()
     return pins

@@ -22,6 +22,7 @@ from analytics_platform.settings import Settings
 PARTITIONS_START = "2026-10-01"
 BUILD_JOB = "build_marts"
 REFRESH_JOB = "refresh_marts"
+DAILY_JOB = "build_daily_marts"
 DAYS_TAG = "analytics_platform/event_days"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"

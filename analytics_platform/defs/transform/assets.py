@@ -13,10 +13,12 @@ The factories are cached: dbt's manifest is read when Dagster loads the definiti
 import contextlib
 import functools
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import dagster as dg
 from dagster_dbt import DbtCliResource, dbt_assets
+from pydantic import Field
 
 from analytics_platform.defs.resources import PlatformResource
 from analytics_platform.defs.retries import TRANSIENT_RETRY, honest_failures
@@ -41,10 +43,12 @@ def published_build(
     platform: PlatformResource,
     dbt: DbtCliResource,
     covered: tuple[str, str] | None = None,
+    as_of: datetime | None = None,
 ) -> Iterator[Path]:
     """A new DuckDB build (a copy of the published one) with dbt pointed at it, published on success.
 
-    ``covered``: the daily partitions (first, last) the build recomputes, live facts included."""
+    ``covered``: the daily partitions (first, last) the build recomputes, live facts included.
+    ``as_of``: the raw views show only rows ingested by then (a replay from a known good checkpoint)."""
     settings = platform.settings()
 
     def run_dbt(args: list[str], target: Path) -> None:
@@ -52,13 +56,15 @@ def published_build(
 
     with builds.build_lock(settings):
         started_from = builds.current_build(settings)
-        build = builds.prepare_build(settings, load_catalog(settings))
+        build = builds.prepare_build(settings, load_catalog(settings), as_of)
         context.log.info(f"building into {build}")
         try:
             with dbt_pointed_at(settings, build, FULL_BUILD_SLOT, covered):
                 yield build
+            if as_of is not None:  # the as-of views served this build's dbt only: readers get today's raw
+                builds.pin_raw_views(settings, load_catalog(settings), build)
             builds.record_pins(build, builds.MARTS_PINS, builds.read_pins(build, builds.RAW_PINS) or {})
-            if covered is not None:
+            if covered is not None and as_of is None:  # as of a checkpoint, live facts reflect the checkpoint
                 live.advance_live_pins(settings, build, covered)
             with builds.publish_lock(settings):
                 if builds.current_build(settings) != started_from:
@@ -134,6 +140,16 @@ def dbt_model_assets() -> dg.AssetsDefinition:
     return dbt_models
 
 
+class DailyMartsConfig(dg.Config):
+    """Left empty, the days are rebuilt from the raw tables as they are now."""
+
+    raw_as_of: str = Field(
+        default="",
+        description="ISO timestamp with time zone: rebuild from the raw rows ingested by then (a known good "
+        "checkpoint); rows ingested later are left out of these days until they are rebuilt again.",
+    )
+
+
 @functools.cache
 def daily_mart_assets() -> dg.AssetsDefinition:
     project = dbt_project()
@@ -149,12 +165,18 @@ def daily_mart_assets() -> dg.AssetsDefinition:
         name="daily_marts",
         retry_policy=TRANSIENT_RETRY,
     )
-    def daily_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource, platform: PlatformResource) -> Iterator:
+    def daily_marts(
+        context: dg.AssetExecutionContext, dbt: DbtCliResource, platform: PlatformResource, config: DailyMartsConfig
+    ) -> Iterator:
         """The daily facts for the run's partition range: those days are deleted and recomputed, no others."""
         window = context.partition_key_range
-        context.log.info(f"rebuilding days {window.start} .. {window.end}")
+        as_of = datetime.fromisoformat(config.raw_as_of) if config.raw_as_of else None
+        context.log.info(
+            f"rebuilding days {window.start} .. {window.end}" + (f" from raw as of {as_of}" if as_of else "")
+        )
         target = dbt_target(platform.settings(), "daily")
-        with honest_failures(context), published_build(context, platform, dbt, covered=(window.start, window.end)):
+        covered = (window.start, window.end)
+        with honest_failures(context), published_build(context, platform, dbt, covered, as_of):
             yield from dbt.cli(["build", *PRODUCTION_FLAGS], context=context, target_path=target).stream()
 
     return daily_marts

@@ -4,9 +4,7 @@ fails, no dbt step starts and the published marts stay as they were."""
 import dagster as dg
 
 from analytics_platform.defs.retries import CRASH_RETRY_TAGS
-from analytics_platform.warehouse.refresh import BUILD_JOB, REFRESH_JOB
-
-DAILY_JOB = "build_daily_marts"
+from analytics_platform.warehouse.refresh import BUILD_JOB, DAILY_JOB, REFRESH_JOB
 
 
 def marts_jobs(

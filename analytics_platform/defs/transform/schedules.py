@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from analytics_platform.defs.transform.jobs import DAILY_JOB
+from analytics_platform.warehouse.refresh import DAILY_JOB
 
 DAILY_CRON = "30 0 * * *"  # 00:30 UTC: late events of yesterday have had half an hour to land
 
