@@ -12,13 +12,20 @@ import shutil
 import sys
 import time
 from datetime import datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
+from pydantic import BaseModel
 
 from analytics_platform.exceptions import PlatformError
 from analytics_platform.kafka import broker as embedded_broker
+from analytics_platform.serving.replays import DaysReplay, DeadLettersReplay, OffsetsReplay
 from analytics_platform.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from analytics_platform.serving.replays import Replay
+
+T = TypeVar("T", bound=BaseModel)
 
 app = typer.Typer(
     help="Event-driven analytics lakehouse: Kafka -> Iceberg -> dbt marts, in Dagster.",
@@ -35,6 +42,12 @@ dead_letters_app = typer.Typer(help="Messages that failed validation (raw.dead_l
 app.add_typer(offsets_app, name="offsets")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(dead_letters_app, name="dead-letters")
+replay_app = typer.Typer(
+    help="Re-run part of the pipeline from a checkpoint, as a Dagster run (the API's POST /v1/replays). The same "
+    "request twice runs once.",
+    no_args_is_help=True,
+)
+app.add_typer(replay_app, name="replay")
 api_key_app = typer.Typer(help="API keys of the serving API: roles and country limits.", no_args_is_help=True)
 app.add_typer(api_key_app, name="api-key")
 
@@ -410,8 +423,99 @@ def dead_letters_list(
         )
 
 
+def _show_replay(replay: Replay, launched: bool) -> None:
+    if launched:
+        _echo(f"replay {replay.id}: run {replay.run_id} {replay.status} (attempt {replay.attempts})")
+    else:
+        _echo(f"replay {replay.id} was requested before: run {replay.run_id} {replay.status}; nothing launched")
+    counts = dict(replay.counts)
+    if replay.kind == "dead_letters" and "chosen" in counts:
+        _echo(f"{counts['chosen']:,} dead letter(s) chosen")
+        for topic, landed in sorted(counts["landed_per_topic"].items()):
+            _echo(f"  {topic}: landed {landed:,}")
+        for message, reason in counts["still_failing_reasons"].items():
+            _echo(f"  still failing {message}: {reason}")
+    else:
+        for name, value in counts.items():
+            _echo(f"  {name}: {value}")
+    _echo(f"  run: {replay.run_url}")
+    if replay.status != "SUCCESS" and replay.done:
+        _fail(f"replay {replay.id} failed: {replay.error or 'see the run in the Dagster UI'}")
+
+
+def _replay(request: OffsetsReplay | DeadLettersReplay | DaysReplay) -> None:
+    from analytics_platform.local.orchestration import replay_here
+
+    _show_replay(*replay_here(_settings(), request))
+
+
+def _request(model: type[T], **fields: object) -> T:
+    """The request model, or a clear error naming what to change (the API answers the same with a 422)."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(fields)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'request'}: {e['msg']}" for e in error.errors())
+        _fail(problems)
+        raise
+
+
+@replay_app.command("offsets")
+def replay_offsets(
+    topic: Annotated[str, typer.Option(help="The topic to re-read, e.g. events.purchase.")],
+    partition: Annotated[
+        list[str] | None, typer.Option(help="An offset range as PARTITION:FIRST-END (end exclusive), repeatable.")
+    ] = None,
+    start: Annotated[datetime | None, typer.Option("--from", help="Or messages from this UTC time ...")] = None,
+    end: Annotated[datetime | None, typer.Option("--to", help="... to this UTC time (exclusive).")] = None,
+) -> None:
+    """Re-read a topic's offsets (or time range) from Kafka: land what never landed, recognise what did."""
+    from datetime import UTC
+
+    ranges: dict[int, list[int]] | None = None
+    if partition:
+        try:
+            ranges = {int(p): [int(a), int(b)] for p, a, b in (_split_range(value) for value in partition)}
+        except ValueError:
+            _fail(f"--partition takes PARTITION:FIRST-END, e.g. 0:0-500; got {partition}")
+    times = {
+        "start_time": start.replace(tzinfo=start.tzinfo or UTC) if start else None,
+        "end_time": end.replace(tzinfo=end.tzinfo or UTC) if end else None,
+    }
+    _replay(_request(OffsetsReplay, kind="offsets", topic=topic, partitions=ranges, **times))
+
+
+def _split_range(value: str) -> tuple[str, str, str]:
+    partition, _, offsets = value.partition(":")
+    first, _, end = offsets.partition("-")
+    return partition, first, end
+
+
+@replay_app.command("days")
+def replay_days(
+    first: Annotated[
+        datetime, typer.Option("--from", help="First UTC day to rebuild (YYYY-MM-DD).", formats=["%Y-%m-%d"])
+    ],
+    last: Annotated[datetime, typer.Option("--to", help="Last UTC day to rebuild, inclusive.", formats=["%Y-%m-%d"])],
+    as_of: Annotated[
+        datetime | None, typer.Option(help="Only raw rows ingested by this UTC time (a known good checkpoint).")
+    ] = None,
+    as_of_snapshot: Annotated[
+        int | None, typer.Option(help="Only raw rows ingested by the commit of this raw Iceberg snapshot.")
+    ] = None,
+) -> None:
+    """Rebuild the daily facts of these days from raw, as of now or of a known good checkpoint."""
+    from datetime import UTC
+
+    when = as_of.replace(tzinfo=as_of.tzinfo or UTC) if as_of else None
+    fields = {"first": first.date(), "last": last.date(), "as_of": when, "as_of_snapshot": as_of_snapshot}
+    _replay(_request(DaysReplay, kind="days", **fields))
+
+
 @dead_letters_app.command("replay")
-def dead_letters_replay(
+@replay_app.command("dead-letters")
+def replay_dead_letters_command(
     topic: Annotated[str | None, typer.Option(help="Only dead letters of this topic.")] = None,
     check: Annotated[
         str | None,
@@ -420,24 +524,41 @@ def dead_letters_replay(
     message: Annotated[
         list[str] | None, typer.Option(help="Only these messages, as topic:partition:offset (repeatable).")
     ] = None,
-    dry_run: Annotated[bool, typer.Option(help="Show what would land; write nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Show what would land; write nothing (no run).")] = False,
 ) -> None:
     """Replay dead letters through the normal decode-and-gate path after a fix; idempotent."""
+    request = _request(DeadLettersReplay, kind="dead_letters", topic=topic, check=check, messages=message)
+    if not dry_run:
+        _replay(request)
+        return
     from analytics_platform.ingest.replay import replay_dead_letters
 
-    keys = None
-    if message:
-        try:
-            keys = [(t, int(p), int(o)) for t, p, o in (m.rsplit(":", 2) for m in message)]
-        except ValueError:
-            _fail(f"--message takes topic:partition:offset, e.g. events.purchase:0:42; got {message}")
-    result = replay_dead_letters(_settings(), topic=topic, check=check, keys=keys, dry_run=dry_run)
-    verb = "would land" if dry_run else "landed"
+    keys = [(t, int(p), int(o)) for t, p, o in (m.rsplit(":", 2) for m in request.messages or [])] or None
+    result = replay_dead_letters(_settings(), topic=topic, check=check, keys=keys, dry_run=True)
     _echo(f"{result.chosen:,} dead letter(s) chosen")
     for name, count in sorted(result.landed.items()):
-        _echo(f"  {name}: {verb} {count:,}")
+        _echo(f"  {name}: would land {count:,}")
     for (name, partition, offset), reason in sorted(result.still_failing.items()):
         _echo(f"  still failing {name}:{partition}:{offset}: {reason}")
+
+
+@replay_app.command("status")
+def replay_status(replay_id: Annotated[str, typer.Argument(help="The replay's id (rp-...).")]) -> None:
+    """A replay's newest run: its status and counts."""
+    from analytics_platform.local.instance import get_instance
+    from analytics_platform.serving.replays import find_replay
+
+    settings = _settings()
+    replay = find_replay(settings, get_instance(settings), replay_id)
+    if replay is None:
+        _fail(f"no replay {replay_id}")
+        return
+    _echo(f"replay {replay.id} ({replay.kind}): run {replay.run_id} {replay.status}, {replay.attempts} attempt(s)")
+    for name, value in replay.counts.items():
+        _echo(f"  {name}: {value}")
+    if replay.error:
+        _echo(f"  error: {replay.error}")
+    _echo(f"  run: {replay.run_url}")
 
 
 @app.command()

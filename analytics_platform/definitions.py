@@ -32,11 +32,16 @@ def ingestion_only() -> dg.Definitions:
 
 @functools.cache
 def platform_definitions() -> dg.Definitions:
-    """The whole code location: ingestion, raw quality checks, dbt, marts jobs, sensors and schedules."""
+    """The whole code location: ingestion, raw quality checks, dbt, marts jobs, sensors, schedules and replays."""
+    from analytics_platform.defs.replays.jobs import replay_definitions
     from analytics_platform.defs.transform.definitions import transform_definitions
 
     return dg.Definitions.merge(
-        ingestion_definitions(), dg.Definitions(asset_checks=[raw_quality_checks()]), transform_definitions(), _shared()
+        ingestion_definitions(),
+        dg.Definitions(asset_checks=[raw_quality_checks()]),
+        transform_definitions(),
+        replay_definitions(),
+        _shared(),
     )
 
 

@@ -40,6 +40,10 @@ class OffsetMismatchError(TerminalError):
     """The Kafka log no longer holds the offsets stored in Iceberg (e.g. the memory-only broker restarted)."""
 
 
+class DagsterUnavailableError(TransientError):
+    """The Dagster webserver, which launches runs for the API, does not answer."""
+
+
 class ConcurrentIngestError(TransientError):
     """Another writer landed a batch for the same topic first; re-plan from the offsets now stored."""
 
@@ -73,11 +77,20 @@ class ServingError(TerminalError):
 
 
 class InvalidRequestError(ServingError):
-    """A filter, limit or cursor is malformed, out of range, or belongs to another query."""
+    """A request (to the API, the CLI or in a run's config) is malformed or asks for what does not exist:
+    a filter, limit or cursor out of range, an offset range the log does not hold, an expired snapshot."""
 
 
-class UnknownMetricError(InvalidRequestError):
+class NotFoundError(InvalidRequestError):
+    """The request names something that does not exist (the API answers 404)."""
+
+
+class UnknownMetricError(NotFoundError):
     """The API has no metric of that name."""
+
+
+class UnknownReplayError(NotFoundError):
+    """No replay has that id."""
 
 
 class AccessDeniedError(ServingError):

@@ -167,9 +167,21 @@ class Settings(BaseSettings):
         description="How long the API keeps a marts build open after its last use, so the next pages of a "
         "paginated query read the build its first page did, although newer ones were published.",
     )
+    replay_dedup_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="For this long after a replay's run succeeded, the same request returns that run instead of "
+        "launching another (while it runs, always); later, it runs again: dead letters or late rows may have "
+        "arrived since.",
+    )
     dagster_ui_url: str = Field(
         default="http://127.0.0.1:3000",
-        description="Base URL of the Dagster UI, for the links to runs in the API's answers.",
+        description="Base URL of the Dagster UI, for the links to runs in the API's answers (as a browser reaches it).",
+    )
+    dagster_webserver_url: str | None = Field(
+        default=None,
+        description="Where the API reaches the Dagster webserver's GraphQL API to launch replays (in compose, "
+        "http://dagster-webserver:3000). Default: PLATFORM_DAGSTER_UI_URL.",
     )
 
     @field_validator("home", mode="after")

@@ -30,7 +30,7 @@ from analytics_platform.ingest.dedup import DedupWindow
 from analytics_platform.ingest.land import gate_context
 from analytics_platform.kafka.reader import RawMessages
 from analytics_platform.lakehouse.catalog import load_catalog
-from analytics_platform.lakehouse.snapshots import INGESTED_AT_KEY
+from analytics_platform.lakehouse.snapshots import INGESTED_AT_KEY, RUN_ID_KEY
 from analytics_platform.lakehouse.tables import (
     REPLAYS_TABLE,
     contract_for,
@@ -113,8 +113,11 @@ def replay_dead_letters(
     keys: Iterable[MessageKey] | None = None,
     dry_run: bool = False,
     catalog: Catalog | None = None,
+    run_id: str | None = None,
 ) -> ReplayResult:
     """Replay the pending dead letters that match; see the module docstring for the guarantees.
+
+    ``run_id``, the Dagster run replaying them, is recorded in the raw snapshot (drill-down links to it).
 
     Raises:
         ConcurrentIngestError: an ingest run committed to the same raw table meanwhile; run it again.
@@ -165,10 +168,11 @@ def replay_dead_letters(
             if dry_run or not landed:
                 result.landed[name] = len(landed)
                 continue
+            properties = {REPLAY_ID_KEY: replay_id, INGESTED_AT_KEY: now.isoformat()}
+            if run_id is not None:
+                properties[RUN_ID_KEY] = run_id
             try:
-                table.append(
-                    decoded.rows, snapshot_properties={REPLAY_ID_KEY: replay_id, INGESTED_AT_KEY: now.isoformat()}
-                )
+                table.append(decoded.rows, snapshot_properties=properties)
             except CommitFailedException as error:
                 raise ConcurrentIngestError(
                     f"{table.name()} moved during the replay ({error}); nothing was written, run the replay again"

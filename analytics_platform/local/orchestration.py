@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import dagster as dg
 
@@ -22,6 +22,11 @@ from analytics_platform.exceptions import ConfigError, PlatformError, QualityGat
 from analytics_platform.ingest.plan import plan_next_run
 from analytics_platform.local.instance import get_instance
 from analytics_platform.settings import Settings
+
+if TYPE_CHECKING:
+    from analytics_platform.serving.replays import DaysReplay, DeadLettersReplay, OffsetsReplay, Replay
+
+    ReplayRequestModel = OffsetsReplay | DeadLettersReplay | DaysReplay
 
 
 def ingest_through_dagster(settings: Settings, topic: str) -> Iterator[tuple[int, int]]:
@@ -106,8 +111,7 @@ def build_marts(settings: Settings, log_path: Path | None = None) -> float:
 def backfill_daily(settings: Settings, first: date, last: date, log_path: Path | None = None) -> float:
     """Delete and rebuild the daily facts of ``first`` .. ``last`` in one ranged run, after the raw
     quality checks; returns seconds taken."""
-    from analytics_platform.defs.transform.jobs import DAILY_JOB
-    from analytics_platform.warehouse.refresh import RANGE_END_TAG, RANGE_START_TAG, partition_range
+    from analytics_platform.warehouse.refresh import DAILY_JOB, RANGE_END_TAG, RANGE_START_TAG, partition_range
 
     started = time.monotonic()
     keys = partition_range((first, last), datetime.now(UTC).date())
@@ -215,3 +219,22 @@ def tick_ingest_sensors(
             outcome = job.execute_in_process(run_config=run_config, instance=instance, tags=tags, raise_on_error=False)
             runs.append(SensorRun(sensor.name, request.run_key or "", outcome.success))
     return runs
+
+
+def replay_here(settings: Settings, request: ReplayRequestModel) -> tuple[Replay, bool]:
+    """Run ``request``'s replay in this process on the shared instance, unless the same request already
+    launched a run that did not fail (see :func:`analytics_platform.serving.replays.request_replay`); the
+    run shows in the Dagster UI like one the API launched, under the same replay id."""
+    from analytics_platform.definitions import platform_definitions
+    from analytics_platform.serving.replays import LaunchPlan, request_replay
+
+    instance = get_instance(settings)
+
+    def launch(plan: LaunchPlan) -> str:
+        job = platform_definitions().resolve_job_def(plan.job_name)
+        result = job.execute_in_process(
+            run_config=plan.run_config, instance=instance, tags=plan.tags, raise_on_error=False
+        )
+        return result.run_id
+
+    return request_replay(settings, instance, request, launch)

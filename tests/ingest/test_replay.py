@@ -72,6 +72,10 @@ def test_replay_after_a_new_schema_version_lands_once_and_marks_replayed(
     still_pending = pending_dead_letters(load_catalog(settings), settings).to_pylist()
     assert [letter["raw_value"] for letter in still_pending] == [encode_event(broken)]
 
+    same = cli("dead-letters", "replay")  # the same request soon after: the run it launched, not another
+    assert same.returncode == 0 and "was requested before" in same.stdout, same.stdout + same.stderr
+    assert f"{TOPIC}: landed {len(early_v2)}" in same.stdout
+    set_environment(monkeypatch, PLATFORM_REPLAY_DEDUP_S="0")  # later on, the same request runs again
     again = cli("dead-letters", "replay")
     assert again.returncode == 0 and "1 dead letter(s) chosen" in again.stdout
     assert landed(settings, "purchase").num_rows == len(v1) + len(early_v2)  # idempotent

@@ -6,23 +6,27 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from analytics_platform.exceptions import (
     AccessDeniedError,
     BuildGoneError,
     ConfigError,
+    DagsterUnavailableError,
     InvalidRequestError,
+    NotFoundError,
     NotPublishedError,
-    UnknownMetricError,
 )
 from analytics_platform.serving import cursors
 from analytics_platform.serving.access import KeyStore
-from analytics_platform.serving.api import events, metrics
+from analytics_platform.serving.api import events, metrics, replays
 from analytics_platform.serving.api.deps import Services
 from analytics_platform.serving.api.graphql import graphql_router
+from analytics_platform.serving.api.pages import add_docs_page
 from analytics_platform.serving.events import lake_connection
 from analytics_platform.serving.published import PublishedBuilds
+from analytics_platform.serving.replays import webserver_launcher
 from analytics_platform.settings import Settings, get_settings
 
 DESCRIPTION = """Metrics of the analytics lakehouse, read from the published marts build.
@@ -39,6 +43,7 @@ def create_app(settings: Settings) -> FastAPI:
         keys=KeyStore(settings.api_keys_path),
         cursor_secret=cursors.load_secret(settings.api_secret_path),
         lake=lake_connection(settings),
+        launch_replay=webserver_launcher(settings),
     )
 
     @asynccontextmanager
@@ -47,11 +52,13 @@ def create_app(settings: Settings) -> FastAPI:
         state.builds.close()
         state.lake.close()
 
-    app = FastAPI(title="analytics-platform", version="1", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="analytics-platform", version="1", description=DESCRIPTION, lifespan=lifespan, docs_url=None)
+    add_docs_page(app)
     app.state.services = state
     app.include_router(metrics.router)
     app.include_router(events.router)
     app.include_router(events.rows_router)
+    app.include_router(replays.router)
     app.include_router(graphql_router(), tags=["graphql"], include_in_schema=False)
 
     @app.get("/healthz", tags=["health"])
@@ -62,9 +69,19 @@ def create_app(settings: Settings) -> FastAPI:
     def problem(status: int, error: Exception, headers: dict[str, str] | None = None) -> JSONResponse:
         return JSONResponse({"detail": str(error)}, status_code=status, headers=headers)
 
+    @app.exception_handler(RequestValidationError)
+    async def malformed(request: Request, error: RequestValidationError) -> JSONResponse:
+        """What FastAPI's validation found, as one sentence per problem naming where (the API's 422 shape)."""
+        problems = [
+            f"{'.'.join(str(part) for part in problem['loc'] if part not in ('body', 'query', 'path'))}: "
+            f"{problem['msg'].removeprefix('Value error, ')}"
+            for problem in error.errors()
+        ]
+        return problem(422, InvalidRequestError("; ".join(problems) or "malformed request"))
+
     @app.exception_handler(InvalidRequestError)
     async def invalid(request: Request, error: InvalidRequestError) -> JSONResponse:
-        return problem(404 if isinstance(error, UnknownMetricError) else 422, error)
+        return problem(404 if isinstance(error, NotFoundError) else 422, error)
 
     @app.exception_handler(AccessDeniedError)
     async def denied(request: Request, error: AccessDeniedError) -> JSONResponse:
@@ -78,6 +95,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(NotPublishedError)
     async def not_published(request: Request, error: NotPublishedError) -> JSONResponse:
+        return problem(503, error, {"Retry-After": "30"})
+
+    @app.exception_handler(DagsterUnavailableError)
+    async def dagster_unavailable(request: Request, error: DagsterUnavailableError) -> JSONResponse:
         return problem(503, error, {"Retry-After": "30"})
 
     @app.exception_handler(ConfigError)

@@ -1,4 +1,4 @@
-"""What every route depends on: the app's state (settings, builds, keys, cursor secret) and the caller's key."""
+"""What every route depends on: the app's state (settings, builds, keys, Dagster...) and the caller's key."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import duckdb
+from dagster import DagsterInstance
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from analytics_platform.serving.access import ApiKey, KeyStore
 from analytics_platform.serving.published import PublishedBuilds
+from analytics_platform.serving.replays import Launch
 from analytics_platform.settings import Settings
 
 
@@ -22,9 +24,19 @@ class Services:
     keys: KeyStore
     cursor_secret: bytes
     lake: duckdb.DuckDBPyConnection  # reads the raw Iceberg tables: one cursor() per request
+    launch_replay: Launch  # starts a replay's Dagster run (through the webserver)
+    _instance: DagsterInstance | None = None
 
     def lake_cursor(self) -> contextlib.closing[duckdb.DuckDBPyConnection]:
         return contextlib.closing(self.lake.cursor())
+
+    def instance(self) -> DagsterInstance:
+        """Dagster's instance (its run storage), opened on first use: only replays need it."""
+        if self._instance is None:
+            from analytics_platform.local.instance import get_instance
+
+            self._instance = get_instance(self.settings)
+        return self._instance
 
 
 def services(request: Request) -> Services:
