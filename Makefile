@@ -11,12 +11,14 @@ RATE ?= 20
 install: $(VENV)/.installed
 
 # uv installs the ~440 pinned packages of requirements.lock in seconds (pip would take minutes), compiled
-# to bytecode up front so the first Dagster runs do not pay for it.
-$(VENV)/.installed: pyproject.toml requirements.lock
+# to bytecode up front so the first Dagster runs do not pay for it. Then the JavaScript and CSS of the API's
+# pages (/docs, /graphql), pinned npm releases, so those pages work without the internet.
+$(VENV)/.installed: pyproject.toml requirements.lock analytics_platform/serving/api/assets.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -r requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	$(BIN)/python -m analytics_platform.serving.api.assets
 	touch $@
 
 # Tools the tests run that cannot share the platform's pins, in their own venv: docker-compose 1.29.2

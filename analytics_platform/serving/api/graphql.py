@@ -16,6 +16,7 @@ from strawberry.types import Info
 from analytics_platform.serving.access import ApiKey, Role
 from analytics_platform.serving.api.deps import Services
 from analytics_platform.serving.api.metrics import filters_from, metric_infos, metric_page
+from analytics_platform.serving.api.pages import LocalGraphiQLRouter
 from analytics_platform.serving.metrics import DEFAULT_LIMIT
 
 MAX_DEPTH = 6
@@ -121,4 +122,4 @@ schema = strawberry.Schema(
 
 
 def graphql_router() -> GraphQLRouter:
-    return GraphQLRouter(schema, path="/graphql")
+    return LocalGraphiQLRouter(schema, path="/graphql")
