@@ -23,7 +23,8 @@ pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
-DAGSTER_SERVICES = ("code-location", "dagster-webserver", "dagster-daemon")
+# Services of the platform image (they share its environment and the warehouse volume).
+DAGSTER_SERVICES = ("code-location", "dagster-webserver", "dagster-daemon", "api")
 REQUIRED_SERVICES = ("kafka", "schema-registry", "postgres", *DAGSTER_SERVICES)
 # An exact release, optionally with a variant suffix: 4.1.0, 3.11.14-slim-bookworm, 16.10-bookworm.
 # Three numbers, because 3.11 or 4.1 float to the newest patch release; two for images whose exact
@@ -278,3 +279,12 @@ def test_dagster_instance_notices_dead_run_workers() -> None:
         assert instance["run_monitoring"]["enabled"] is True
         assert instance["run_retries"] == {"enabled": True, "retry_on_asset_or_op_failure": False}
     assert compose["run_monitoring"] == local["run_monitoring"]
+
+
+def test_api_service_launches_replays_on_the_webserver_and_links_for_a_browser() -> None:
+    api = resolved_config()["services"]["api"]
+    assert api["command"][:2] == ["analytics-platform", "serve"]
+    environment = api["environment"]
+    assert environment["PLATFORM_DAGSTER_WEBSERVER_URL"] == "http://dagster-webserver:3000"
+    assert environment["PLATFORM_DAGSTER_UI_URL"].startswith("http://localhost:")
+    assert [str(port).split(":")[0] for port in api["ports"]] == ["127.0.0.1"]  # loopback, like the webserver
