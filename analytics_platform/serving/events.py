@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -204,6 +204,65 @@ ROW_DRILLS = {
 
 
 @dataclass(frozen=True)
+class AttributedDrill:
+    """Rows of a per-product or per-category daily mart: which events count for a product or category
+    depends on the product and user versions at each event's time, so the events are chosen by the
+    build's own intermediate models (``sql``, with ``$start``, ``$end``, ``$day`` and ``$value``: the row's
+    day and its product or category), then read from the raw snapshots that build read."""
+
+    key_column: str
+    sql: str
+
+
+ATTRIBUTED_DRILLS = {
+    # The product's page views and carts that day, and the purchases whose journey carted it.
+    "product_conversion_daily": AttributedDrill(
+        "product_id",
+        """
+        select event_id from intermediate.int_events_enriched
+        where event_at >= $start and event_at < $end and product_id = $value
+            and event_type in ('user_visit', 'add_to_cart')
+        union
+        select purchase_event_id from intermediate.int_purchased_carts
+        where purchase_date = $day and product_id = $value
+        """,
+    ),
+    # The category's product views that day (its viewers), and the purchases whose journey carted one
+    # of its products (its purchasers), categories as of the view and the cart.
+    "category_conversion_daily": AttributedDrill(
+        "category",
+        """
+        select event_id from intermediate.int_events_enriched
+        where event_at >= $start and event_at < $end and category = $value and event_type = 'user_visit'
+        union
+        select purchase_event_id from intermediate.int_purchased_carts
+        where purchase_date = $day and category = $value
+        """,
+    ),
+    # The funnel's first steps (the category's product views and carts; every page view and cart for
+    # 'all'), and that day's checkouts and purchases of the users who took them: the events the steps
+    # are counted from, before the funnel's ordering rule.
+    "funnel_daily": AttributedDrill(
+        "category",
+        """
+        with browse as (
+            select event_id, user_id from intermediate.int_events_enriched
+            where event_at >= $start and event_at < $end and event_type in ('user_visit', 'add_to_cart')
+                and ($value = 'all' or category = $value)
+        )
+        select event_id from browse
+        union
+        select event_id from intermediate.int_events_enriched
+        where event_at >= $start and event_at < $end and event_type in ('checkout', 'purchase')
+            and user_id in (select user_id from browse)
+        """,
+    ),
+}
+
+DRILLABLE = (*ROW_DRILLS, *ATTRIBUTED_DRILLS)
+
+
+@dataclass(frozen=True)
 class RowEvents:
     events: list[dict[str, Any]]
     after: list[Any] | None  # (event_at, event_id) of the last event when more follow
@@ -227,7 +286,7 @@ def events_behind_row(
     drill = ROW_DRILLS.get(metric)
     if drill is None:
         raise InvalidRequestError(
-            f"the raw events behind a row are available for {', '.join(ROW_DRILLS)}; {metric!r} is not among them"
+            f"the raw events behind a row are available for {', '.join(DRILLABLE)}; {metric!r} is not among them"
         )
     expected = 2 if drill.type_column else 1
     if len(key) != expected:
@@ -246,6 +305,21 @@ def events_behind_row(
             raise InvalidRequestError(f"{key[1]!r} is not an activity event type ({', '.join(drill.event_types)})")
         types = (key[1],)
     lower = start if after is None else max(start, datetime.fromisoformat(after[0]))
+    found, snapshots = _raw_events(lake, catalog, settings, types, (lower, start + drill.bucket), pinned)
+    return _page(found, after, limit, snapshots)
+
+
+def _raw_events(
+    lake: duckdb.DuckDBPyConnection,
+    catalog: Catalog,
+    settings: Settings,
+    types: tuple[str, ...],
+    window: tuple[datetime, datetime],
+    pinned: dict[str, int] | None,
+    event_ids: list[str] | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """The raw events of ``types`` in ``window`` (and among ``event_ids``), read at the ``pinned`` snapshots
+    (default: each table's current one); also returns the snapshots read."""
     known = event_types()
     found: list[dict[str, Any]] = []
     snapshots: dict[str, int] = {}
@@ -258,15 +332,52 @@ def events_behind_row(
             continue
         if table.snapshot_by_id(snapshot_id) is None:
             raise BuildGoneError(
-                f"raw.{name} no longer keeps snapshot {snapshot_id}, which this cursor reads: "
+                f"raw.{name} no longer keeps snapshot {snapshot_id}, which this query reads: "
                 "request the first page again"
             )
-        rows = lake.execute(
-            "select * from iceberg_scan(?, snapshot_from_id => ?) where event_at >= ? and event_at < ?",
-            [table.metadata_location, snapshot_id, lower, start + drill.bucket],
-        ).to_arrow_table()
+        query = "select * from iceberg_scan(?, snapshot_from_id => ?) where event_at >= ? and event_at < ?"
+        parameters: list[Any] = [table.metadata_location, snapshot_id, *window]
+        if event_ids is not None:
+            query += " and event_id in (select unnest(?::varchar[]))"
+            parameters.append(event_ids)
+        rows = lake.execute(query, parameters).to_arrow_table()
         landed = _landing_snapshots(table)
         found += [_event(name, row, landed, settings) for row in rows.to_pylist()]
+    return found, snapshots
+
+
+def events_attributed_to_row(
+    lake: duckdb.DuckDBPyConnection,
+    build: duckdb.DuckDBPyConnection,
+    catalog: Catalog,
+    settings: Settings,
+    metric: str,
+    key: list[str],
+    raw_pins: dict[str, int],
+    limit: int,
+    after: list[Any] | None = None,
+) -> RowEvents:
+    """One page of the raw events one row of a per-product or per-category daily mart counts (see
+    :data:`ATTRIBUTED_DRILLS`): chosen on the ``build`` connection, read at its ``raw_pins``."""
+    drill = ATTRIBUTED_DRILLS[metric]
+    if len(key) != 2:
+        raise InvalidRequestError(f"a row of {metric} is named by its day and {drill.key_column}, got {key}")
+    try:
+        day = date.fromisoformat(key[0])
+    except ValueError:
+        raise InvalidRequestError(f"{key[0]!r} is not a date (YYYY-MM-DD): the row's day") from None
+    start = datetime.combine(day, time(), UTC)
+    window = (start, start + timedelta(days=1))
+    given = {"start": window[0], "end": window[1], "day": day, "value": key[1]}
+    chosen = build.execute(drill.sql, {name: v for name, v in given.items() if f"${name}" in drill.sql}).fetchall()
+    event_ids = [event_id for (event_id,) in chosen]
+    if after is not None:
+        window = (max(window[0], datetime.fromisoformat(after[0])), window[1])
+    found, snapshots = _raw_events(lake, catalog, settings, ACTIVITY, window, raw_pins, event_ids)
+    return _page(found, after, limit, snapshots)
+
+
+def _page(found: list[dict[str, Any]], after: list[Any] | None, limit: int, snapshots: dict[str, int]) -> RowEvents:
     found.sort(key=lambda event: (event["event_at"], event["event_id"]))
     if after is not None:
         found = [

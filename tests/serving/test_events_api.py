@@ -159,10 +159,53 @@ def test_the_raw_events_behind_a_row_are_the_events_it_counts(
     assert len(purchases) == day["orders"] and {e["event_type"] for e in purchases} == {"purchase"}
 
 
+def test_the_events_behind_a_product_or_category_row_are_those_its_counts_come_from(
+    served: Served, client: TestClient
+) -> None:
+    analyst = served.auth("analyst")
+
+    def rows(metric: str) -> list[dict]:
+        answer = client.get(f"/v1/metrics/{metric}", params={"limit": 1000}, headers=analyst)
+        assert answer.status_code == 200, answer.text
+        return answer.json()["rows"]
+
+    def users(events: list[dict], event_type: str) -> int:
+        return len({e["user_id"] for e in events if e["event_type"] == event_type})
+
+    product = max(rows("product_conversion_daily"), key=lambda r: (r["purchases"], r["page_views"]))
+    assert product["purchases"] >= 2
+    events, pages = row_events(
+        client, analyst, "product_conversion_daily", f"{product['activity_date']},{product['product_id']}", 7
+    )
+    counted = Counter(e["event_type"] for e in events)
+    assert (counted["user_visit"], counted["add_to_cart"], counted["purchase"]) == (
+        product["page_views"],
+        product["add_to_carts"],
+        product["purchases"],
+    )
+    assert pages == -(-len(events) // 7) and len({e["event_id"] for e in events}) == len(events)
+    assert all(e["payload"]["product_id"] == product["product_id"] for e in events if e["event_type"] != "purchase")
+    assert all(e["event_at"][:10] == product["activity_date"] for e in events)
+
+    category = max(rows("category_conversion_daily"), key=lambda r: r["purchasers"])
+    events, _ = row_events(
+        client, analyst, "category_conversion_daily", f"{category['activity_date']},{category['category']}", 1000
+    )
+    assert (users(events, "user_visit"), users(events, "purchase")) == (category["viewers"], category["purchasers"])
+
+    funnel = max((r for r in rows("funnel_daily") if r["category"] != "all"), key=lambda r: r["purchasers"])
+    events, _ = row_events(client, analyst, "funnel_daily", f"{funnel['activity_date']},{funnel['category']}", 1000)
+    assert users(events, "user_visit") == funnel["visitors"]
+    # Later steps count only users who took them in order, so the events hold at least as many users.
+    assert users(events, "add_to_cart") >= funnel["cart_users"] and users(events, "purchase") >= funnel["purchasers"]
+
+
 @pytest.mark.parametrize(
     ("path", "who", "status", "says"),
     [
-        ("/v1/metrics/funnel_daily/rows/2026-11-01,books/events", "analyst", 422, "'events_per_minute'"),
+        ("/v1/metrics/cohort_retention/rows/2026-11-02,1/events", "analyst", 422, "'funnel_daily'"),
+        ("/v1/metrics/funnel_daily/rows/2026-11-01/events", "analyst", 422, "its day and category"),
+        ("/v1/metrics/product_conversion_daily/rows/soon,p0001/events", "analyst", 422, "not a date"),
         ("/v1/metrics/events_per_minute/rows/2026-11-01T10:00:00Z/events", "analyst", 422, "2 key value(s)"),
         ("/v1/metrics/events_per_minute/rows/soon,purchase/events", "analyst", 422, "not an ISO 8601"),
         ("/v1/metrics/events_per_minute/rows/2026-11-01T10:00:00Z,signup/events", "analyst", 422, "not an activity"),

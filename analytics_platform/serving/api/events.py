@@ -14,7 +14,13 @@ from analytics_platform.serving import cursors
 from analytics_platform.serving.access import Role
 from analytics_platform.serving.api.deps import CallerDep, ServicesDep
 from analytics_platform.serving.api.metrics import ERRORS
-from analytics_platform.serving.events import ROW_DRILLS, events_behind_row, events_by_correlation_id
+from analytics_platform.serving.events import (
+    ATTRIBUTED_DRILLS,
+    DRILLABLE,
+    events_attributed_to_row,
+    events_behind_row,
+    events_by_correlation_id,
+)
 from analytics_platform.serving.metrics import DEFAULT_LIMIT, MAX_LIMIT, enforce_scope
 from analytics_platform.serving.metrics import metric as metric_definition
 
@@ -59,7 +65,7 @@ def events(
 
 
 rows_router = APIRouter(prefix="/v1/metrics", tags=["drill-down"])
-DrillableMetric = StrEnum("DrillableMetric", {name: name for name in ROW_DRILLS})  # type: ignore[misc]
+DrillableMetric = StrEnum("DrillableMetric", {name: name for name in DRILLABLE})  # type: ignore[misc]
 
 
 class RowEventsPage(BaseModel):
@@ -80,24 +86,37 @@ def row_events(
     cursor: Annotated[str | None, Query(max_length=4000, description="`next_cursor` of the previous page.")] = None,
 ) -> RowEventsPage:
     """The raw events behind one row of a per-minute, hourly or daily metric (e.g.
-    `/v1/metrics/events_per_minute/rows/2026-11-01T10:05:00Z,purchase/events`), paginated."""
+    `/v1/metrics/events_per_minute/rows/2026-11-01T10:05:00Z,purchase/events` or
+    `/v1/metrics/funnel_daily/rows/2026-11-02,books/events`), paginated."""
     caller.require(Role.analyst, "drilling down to raw events")
     name = metric.value
     enforce_scope(metric_definition(name), caller.scope)
-    pinned, after = None, None
+    pinned, after, build_id = None, None, ""
     if cursor is not None:
         position = cursors.decode(cursor, state.cursor_secret)
         if position.metric != f"{name}/rows" or position.filters.get("row") != row:
             raise InvalidRequestError("this cursor pages the events of another row; start again without it")
         pinned, after = {k: int(v) for k, v in position.filters["snapshots"].items()}, position.after
+        build_id = position.build
+    catalog = load_catalog(state.settings)
     with state.lake_cursor() as lake:
-        catalog = load_catalog(state.settings)
-        page = events_behind_row(lake, catalog, state.settings, name, row.split(","), limit, after, pinned)
+        if name in ATTRIBUTED_DRILLS:
+            # The build whose models chose the events (pinned by the cursor), read at its raw snapshots.
+            build = state.builds.pinned(build_id) if build_id else state.builds.current()
+            build_id = build.id
+            raw_pins = {table: raw.snapshot_id for table, raw in build.as_of(live=False).raw.items()}
+            with build.cursor() as con:
+                page = events_attributed_to_row(
+                    lake, con, catalog, state.settings, name, row.split(","), raw_pins, limit, after
+                )
+        else:
+            page = events_behind_row(lake, catalog, state.settings, name, row.split(","), limit, after, pinned)
     next_cursor = None
     if page.after is not None:
         filters = {"row": row, "snapshots": {k: str(v) for k, v in page.snapshots.items()}}
         next_cursor = cursors.encode(
-            cursors.Cursor(f"{name}/rows", filters, caller.scope.fingerprint(), "", page.after), state.cursor_secret
+            cursors.Cursor(f"{name}/rows", filters, caller.scope.fingerprint(), build_id, page.after),
+            state.cursor_secret,
         )
     return RowEventsPage(
         metric=name,
