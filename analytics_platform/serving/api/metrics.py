@@ -102,7 +102,7 @@ def _add_metric_route(definition: Metric) -> None:
         limit: int = DEFAULT_LIMIT,
         cursor: str | None = None,
         **filters: Any,
-    ) -> MetricPage:
+    ) -> Response:
         unknown = sorted(set(request.query_params) - {*definition.filters, "limit", "cursor"})
         if unknown:
             allowed = ", ".join([*definition.filters, "limit", "cursor"])
@@ -110,9 +110,9 @@ def _add_metric_route(definition: Metric) -> None:
                 f"metric {definition.name!r} has no parameter {unknown[0]!r}; its parameters: {allowed}"
             )
         page, freshness = metric_page(state, caller, definition.name, filters_from(**filters), limit, cursor)
-        if freshness is not None:
-            response.headers[FRESHNESS_HEADER] = f"{freshness:.3f}"
-        return page
+        headers = {FRESHNESS_HEADER: f"{freshness:.3f}"} if freshness is not None else None
+        # The page is already a validated MetricPage: serialised once here, not validated again by FastAPI.
+        return Response(page.model_dump_json(), media_type="application/json", headers=headers)
 
     parameters = CONTEXT_PARAMETERS + [FILTER_PARAMETERS[name] for name in definition.filters] + PAGE_PARAMETERS
     endpoint.__signature__ = inspect.Signature(parameters, return_annotation=MetricPage)  # type: ignore[attr-defined]
