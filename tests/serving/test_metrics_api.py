@@ -126,6 +126,19 @@ def test_later_pages_read_the_build_the_first_page_read_though_a_newer_one_was_p
     assert "no longer kept" in gone.json()["detail"] and "first page again" in gone.json()["detail"]
 
 
+def test_a_page_asked_again_comes_from_the_cache_of_its_build_with_a_fresh_age(
+    served: Served, client: TestClient
+) -> None:
+    ask = {"params": {"limit": 3}, "headers": served.auth("viewer")}
+    first, again = (client.get("/v1/metrics/daily_active_users", **ask) for _ in range(2))
+    assert first.json() == again.json()
+    cache = client.app.state.services.pages  # type: ignore[attr-defined]
+    build = first.json()["as_of"]["build"]
+    assert cache.get((build, "daily_active_users", "{}", "None", "None", 3)) is not None
+    # The freshness header is an age: computed per request, never cached.
+    assert float(again.headers["X-Data-Freshness-Seconds"]) >= float(first.headers["X-Data-Freshness-Seconds"])
+
+
 def test_every_answer_says_which_snapshots_and_event_times_it_reflects(
     landed_marts: LandedMarts, served: Served, client: TestClient
 ) -> None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
-from typing import Annotated
+import threading
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Annotated, Any
 
+import cachetools
 import duckdb
 from dagster import DagsterInstance
 from fastapi import Depends, Request
@@ -17,6 +20,25 @@ from analytics_platform.serving.replays import Launch
 from analytics_platform.settings import Settings
 
 
+class PageCache:
+    """Metric pages of published builds (immutable), least recently used dropped past ``max_rows`` rows."""
+
+    def __init__(self, max_rows: int = 200_000) -> None:
+        self._pages: cachetools.LRUCache[Hashable, Any] = cachetools.LRUCache(
+            maxsize=max_rows, getsizeof=lambda e: e[1]
+        )
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> Any | None:
+        with self._lock:
+            entry = self._pages.get(key)
+        return entry[0] if entry is not None else None
+
+    def put(self, key: Hashable, page: Any, rows: int) -> None:
+        with self._lock:
+            self._pages[key] = (page, rows)
+
+
 @dataclass
 class Services:
     settings: Settings
@@ -25,6 +47,7 @@ class Services:
     cursor_secret: bytes
     lake: duckdb.DuckDBPyConnection  # reads the raw Iceberg tables: one cursor() per request
     launch_replay: Launch  # starts a replay's Dagster run (through the webserver)
+    pages: PageCache = field(default_factory=PageCache)
     _instance: DagsterInstance | None = None
 
     def lake_cursor(self) -> contextlib.closing[duckdb.DuckDBPyConnection]:
