@@ -232,3 +232,21 @@ def test_revenue_daily_in_eur_with_revenue_per_user(landed_marts: LandedMarts, a
 
 def test_currency_rates_seed_holds_the_fixed_reference_rates(landed_marts: LandedMarts) -> None:
     assert dict(landed_marts.query("select currency, eur_per_unit from seeds.currency_rates")) == EUR_PER_UNIT
+
+
+def test_each_mart_a_build_publishes_is_observed_with_its_published_rows(landed_marts: LandedMarts) -> None:
+    import dagster as dg
+
+    instance = dg.DagsterInstance.from_config(str(landed_marts.settings.dagster_home_path))
+    for name in ("fct_daily_active_users", "fct_sessions", "fct_funnel_daily"):
+        records = instance.fetch_observations(dg.AssetKey(["marts", name]), limit=1).records
+        assert records, f"marts/{name} was never observed"
+        observation = records[0].asset_observation
+        assert observation is not None
+        (rows,) = landed_marts.query(f"select count(*) from marts.{name}")[0]
+        assert observation.metadata["published_rows"].value == rows > 0
+        # The build the step that built it published (later steps copy it unchanged).
+        assert (landed_marts.marts.parent.parent / str(observation.metadata["build"].value)).is_dir()
+    daily = instance.fetch_observations(dg.AssetKey(["marts", "fct_daily_active_users"]), limit=1).records[0]
+    assert daily.asset_observation is not None  # the daily facts are the last step: the published build
+    assert daily.asset_observation.metadata["build"].value == landed_marts.marts.parent.name

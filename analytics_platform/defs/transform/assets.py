@@ -24,6 +24,7 @@ from analytics_platform.defs.resources import PlatformResource
 from analytics_platform.defs.retries import TRANSIENT_RETRY, honest_failures
 from analytics_platform.defs.transform.partitions import DAILY_TAG, daily_partitions
 from analytics_platform.defs.transform.project import dbt_manifest, dbt_project
+from analytics_platform.defs.transform.published import PublishedMartsResource, observe_published
 from analytics_platform.defs.transform.translator import PlatformDbtTranslator
 from analytics_platform.lakehouse.catalog import load_catalog
 from analytics_platform.warehouse import builds, live
@@ -42,6 +43,7 @@ def published_build(
     context: dg.AssetExecutionContext,
     platform: PlatformResource,
     dbt: DbtCliResource,
+    marts: PublishedMartsResource,
     covered: tuple[str, str] | None = None,
     as_of: datetime | None = None,
 ) -> Iterator[Path]:
@@ -75,6 +77,7 @@ def published_build(
             builds.discard(build)
             raise
         context.log.info(f"published {build.name} as {builds.published_link(settings)}")
+        observe_published(context, marts)
 
 
 def managed_relations() -> set[tuple[str, str]]:
@@ -98,11 +101,16 @@ def dbt_snapshot_assets() -> dg.AssetsDefinition:
         name="dbt_snapshots",
         retry_policy=TRANSIENT_RETRY,
     )
-    def dbt_snapshots(context: dg.AssetExecutionContext, dbt: DbtCliResource, platform: PlatformResource) -> Iterator:
+    def dbt_snapshots(
+        context: dg.AssetExecutionContext,
+        dbt: DbtCliResource,
+        platform: PlatformResource,
+        marts: PublishedMartsResource,
+    ) -> Iterator:
         """SCD2 history of the reference data: every version of every product and user profile."""
         settings = platform.settings()
         target = dbt_target(settings, "snapshots")
-        with honest_failures(context), published_build(context, platform, dbt) as build:
+        with honest_failures(context), published_build(context, platform, dbt, marts) as build:
             if has_reference_data(load_catalog(settings), settings):
                 inputs = ["run", "--select", SNAPSHOT_SELECTION, "--exclude", "resource_type:snapshot"]
                 dbt.cli(inputs, target_path=target).wait()
@@ -129,10 +137,15 @@ def dbt_model_assets() -> dg.AssetsDefinition:
         name="dbt_models",
         retry_policy=TRANSIENT_RETRY,
     )
-    def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, platform: PlatformResource) -> Iterator:
+    def dbt_models(
+        context: dg.AssetExecutionContext,
+        dbt: DbtCliResource,
+        platform: PlatformResource,
+        marts: PublishedMartsResource,
+    ) -> Iterator:
         """Staging, intermediate models, dimensions and the marts that are not daily."""
         target = dbt_target(platform.settings(), "models")
-        with honest_failures(context), published_build(context, platform, dbt) as build:
+        with honest_failures(context), published_build(context, platform, dbt, marts) as build:
             yield from dbt.cli(["build", *PRODUCTION_FLAGS], context=context, target_path=target).stream()
             if dropped := builds.drop_orphans(build, managed_relations()):
                 context.log.info(f"dropped relations the dbt project no longer defines: {', '.join(dropped)}")
@@ -166,7 +179,11 @@ def daily_mart_assets() -> dg.AssetsDefinition:
         retry_policy=TRANSIENT_RETRY,
     )
     def daily_marts(
-        context: dg.AssetExecutionContext, dbt: DbtCliResource, platform: PlatformResource, config: DailyMartsConfig
+        context: dg.AssetExecutionContext,
+        dbt: DbtCliResource,
+        platform: PlatformResource,
+        marts: PublishedMartsResource,
+        config: DailyMartsConfig,
     ) -> Iterator:
         """The daily facts for the run's partition range: those days are deleted and recomputed, no others."""
         window = context.partition_key_range
@@ -176,7 +193,7 @@ def daily_mart_assets() -> dg.AssetsDefinition:
         )
         target = dbt_target(platform.settings(), "daily")
         covered = (window.start, window.end)
-        with honest_failures(context), published_build(context, platform, dbt, covered, as_of):
+        with honest_failures(context), published_build(context, platform, dbt, marts, covered, as_of):
             yield from dbt.cli(["build", *PRODUCTION_FLAGS], context=context, target_path=target).stream()
 
     return daily_marts

@@ -9,6 +9,7 @@ from analytics_platform.defs.transform.assets import daily_mart_assets, dbt_mode
 from analytics_platform.defs.transform.jobs import marts_jobs
 from analytics_platform.defs.transform.live import follow_live_facts_job, live_facts_sensor
 from analytics_platform.defs.transform.project import dbt_resource
+from analytics_platform.defs.transform.published import PublishedMartsResource
 from analytics_platform.defs.transform.schedules import daily_marts_yesterday
 from analytics_platform.defs.transform.sensors import build_marts_sensor
 from analytics_platform.warehouse.refresh import BUILD_JOB, REFRESH_JOB
@@ -23,5 +24,5 @@ def transform_definitions() -> dg.Definitions:
         jobs=[*jobs, follow_live_facts_job],
         sensors=[build_marts_sensor([job for job in jobs if job.name in (REFRESH_JOB, BUILD_JOB)]), live_facts_sensor],
         schedules=[daily_marts_yesterday],
-        resources={"dbt": dbt_resource()},
+        resources={"dbt": dbt_resource(), "marts": PublishedMartsResource()},
     )
