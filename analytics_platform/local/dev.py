@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -91,13 +92,14 @@ class Service:
     log: Path
     cwd: Path | None = None
     health: Callable[[], bool | None] | None = None
+    env: dict[str, str] | None = None  # None: this process's environment
     process: subprocess.Popen[bytes] | None = None
     restarts: list[float] = field(default_factory=list)
     healthy_once: bool = False
     unhealthy_since: float | None = None
 
     def start(self) -> None:
-        self.process = spawn(self.command, self.log, cwd=self.cwd)
+        self.process = spawn(self.command, self.log, env=self.env, cwd=self.cwd)
         self.healthy_once, self.unhealthy_since = False, None
 
     def supervise(self, echo: Echo) -> None:
@@ -174,7 +176,11 @@ def run_dev(settings: Settings, *, rate: float, port: int, echo: Echo) -> None:
         )
         serve = [sys.executable, "-m", "analytics_platform.cli", "serve"]
         api_host, api_port = settings.api_host, settings.api_port
-        services.append(Service("the API", serve, logs / "api.log", health=lambda: api_answers(api_host, api_port)))
+        # The API links runs in this Dagster UI and launches replays on its webserver.
+        api_env = {"PLATFORM_DAGSTER_UI_URL": f"http://127.0.0.1:{port}"} | dict(os.environ)
+        services.append(
+            Service("the API", serve, logs / "api.log", health=lambda: api_answers(api_host, api_port), env=api_env)
+        )
         for service in services:
             service.start()
         generator = f"{rate:g} events/s ({logs / 'generator.log'})" if rate > 0 else "off (--rate 0)"

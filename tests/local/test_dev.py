@@ -88,5 +88,29 @@ def test_make_dev_serves_the_lineage_runs_sensors_and_stops_cleanly(isolated_pla
 
         [row] = wait_for(todays_dau, 60, "the API to serve today's DAU")
         assert row["activity_date"] == today and row["dau"] > 0
+
+        # A replay sent to that API runs on this Dagster (the webserver on make dev's port) and links there.
+        operator = subprocess.run(
+            [CLI, "api-key", "create", "ops", "--role", "operator"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+        def call(method: str, path: str, body: dict | None = None) -> dict:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{dev.api_port}{path}",
+                data=json.dumps(body).encode() if body is not None else None,
+                headers={"Authorization": f"Bearer {operator}", "Content-Type": "application/json"},
+                method=method,
+            )
+            with urllib.request.urlopen(request, timeout=60) as answer:
+                return json.loads(answer.read())
+
+        replay = call("POST", "/v1/replays", {"kind": "dead_letters", "topic": "events.purchase"})
+        assert replay["run_url"].startswith(f"http://127.0.0.1:{port}/runs/")
+        done = wait_for(
+            lambda: (r := call("GET", f"/v1/replays/{replay['id']}"))["status"] in ("SUCCESS", "FAILURE") and r,
+            180,
+            "the replay's run to end",
+        )
+        assert done["status"] == "SUCCESS" and done["counts"]["still_failing"] == 0, done
     # Stopped with Ctrl-C by running_dev: exit code 0 and no process left (broker, generator, webserver,
     # daemon, code servers, runs).
