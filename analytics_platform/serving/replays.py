@@ -181,6 +181,14 @@ def _as_of(settings: Settings, request: DaysReplay) -> datetime | None:
     )
 
 
+def _check_offsets(settings: Settings, topic: str, ranges: dict[int, tuple[int, int]]) -> None:
+    """Refuse, before anything launches, offsets the log does not hold (say what it holds)."""
+    from analytics_platform.ingest.reread import check_ranges
+    from analytics_platform.kafka.reader import log_bounds
+
+    check_ranges(topic, ranges, log_bounds(settings.bootstrap_servers, topic))
+
+
 def launch_plan(
     settings: Settings, request: OffsetsReplay | DeadLettersReplay | DaysReplay, attempt: int
 ) -> LaunchPlan:
@@ -191,6 +199,8 @@ def launch_plan(
     tags = {REPLAY_TAG: identifier, KIND_TAG: request.kind, ATTEMPT_TAG: str(attempt)}
     config: dict[str, object]
     if isinstance(request, OffsetsReplay):
+        if request.partitions is not None:
+            _check_offsets(settings, request.topic, request.partitions)
         config = {
             "topic": request.topic,
             "ranges": json.dumps({str(p): list(r) for p, r in sorted((request.partitions or {}).items())}),

@@ -162,6 +162,8 @@ def test_replays_through_the_api_and_the_cli(broker: Settings, tmp_path: Path, m
             bad = client.post("/v1/replays", json=offsets | {"topic": "events.nope"}, headers=ops)
             assert bad.status_code == 422 and "unknown topic 'events.nope'" in bad.text
             assert client.get("/v1/replays/rp-0000000000000000", headers=ops).status_code == 404
+            beyond = client.post("/v1/replays", json=offsets | {"partitions": {"0": [0, 10**9]}}, headers=ops)
+            assert beyond.status_code == 422 and "holds offsets 0.." in beyond.json()["detail"], beyond.text
 
             # 1. Re-read the skipped region: exactly it lands; the same request again launches nothing.
             launched = client.post("/v1/replays", json=offsets, headers=ops)

@@ -11,12 +11,13 @@ from fastapi.responses import JSONResponse
 
 from analytics_platform.exceptions import (
     AccessDeniedError,
+    BrokerError,
     BuildGoneError,
     ConfigError,
-    DagsterUnavailableError,
     InvalidRequestError,
     NotFoundError,
     NotPublishedError,
+    TransientError,
 )
 from analytics_platform.serving import cursors
 from analytics_platform.serving.access import KeyStore
@@ -97,9 +98,14 @@ def create_app(settings: Settings) -> FastAPI:
     async def not_published(request: Request, error: NotPublishedError) -> JSONResponse:
         return problem(503, error, {"Retry-After": "30"})
 
-    @app.exception_handler(DagsterUnavailableError)
-    async def dagster_unavailable(request: Request, error: DagsterUnavailableError) -> JSONResponse:
+    @app.exception_handler(TransientError)
+    async def unavailable(request: Request, error: TransientError) -> JSONResponse:
+        """Something the API depends on (Dagster's webserver, Kafka, the catalog) did not answer: retry."""
         return problem(503, error, {"Retry-After": "30"})
+
+    @app.exception_handler(BrokerError)
+    async def broker_error(request: Request, error: BrokerError) -> JSONResponse:
+        return problem(503, error)
 
     @app.exception_handler(ConfigError)
     async def misconfigured(request: Request, error: ConfigError) -> JSONResponse:
