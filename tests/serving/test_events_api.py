@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import duckdb
 import pytest
@@ -219,3 +220,49 @@ def test_row_drill_down_refuses_what_it_cannot_answer(
 ) -> None:
     answer = client.get(path, headers=served.auth(who))
     assert answer.status_code == status and says in answer.text, answer.text
+
+
+JOURNEY_QUERY = """query($id: String!) {
+  events(correlationId: $id) { correlationId events deadLetters deadLettersVisible snapshots { table snapshotId } }
+}"""
+ROW_QUERY = """query($metric: String!, $row: String!, $limit: Int!, $cursor: String) {
+  rowEvents(metric: $metric, row: $row, limit: $limit, cursor: $cursor) { events nextCursor snapshots { table } }
+}"""
+
+
+def test_graphql_drills_down_like_rest_with_the_same_roles_and_country_rules(
+    landed_marts: LandedMarts, served: Served, client: TestClient
+) -> None:
+    def graphql(who: str, query: str, **variables: Any) -> dict[str, Any]:
+        answer = client.post("/graphql", json={"query": query, "variables": variables}, headers=served.auth(who))
+        assert answer.status_code == 200, answer.text
+        return dict(answer.json())
+
+    allowed = set(RESTRICTED_COUNTRIES)
+    inside = journey_with_a_purchase(landed_marts, countries=allowed)
+    outside = journey_with_a_purchase(landed_marts, countries=allowed, outside=True)
+    for who, correlation_id in (("analyst", inside), ("restricted", inside), ("restricted", outside)):
+        rest = client.get("/v1/events", params={"correlation_id": correlation_id}, headers=served.auth(who)).json()
+        body = graphql(who, JOURNEY_QUERY, id=correlation_id)
+        assert "errors" not in body, body
+        assert body["data"]["events"]["events"] == rest["events"]
+        assert body["data"]["events"]["deadLettersVisible"] == rest["dead_letters_visible"]
+    assert graphql("restricted", JOURNEY_QUERY, id=outside)["data"]["events"]["events"] == []
+    refused = graphql("viewer", JOURNEY_QUERY, id=inside)
+    assert refused["data"] is None and "needs role analyst" in refused["errors"][0]["message"]
+
+    # A row's events, page by page with the GraphQL cursor: the REST pages' events.
+    row = client.get("/v1/metrics/revenue_daily", params={"limit": 1}, headers=served.auth("analyst")).json()
+    day = row["rows"][0]["revenue_date"]
+    rest_events, _ = row_events(client, served.auth("analyst"), "revenue_daily", day, 1000)
+    paged: list[dict] = []
+    cursor = None
+    while True:
+        page = graphql("analyst", ROW_QUERY, metric="revenue_daily", row=day, limit=7, cursor=cursor)
+        assert "errors" not in page, page
+        paged += page["data"]["rowEvents"]["events"]
+        if (cursor := page["data"]["rowEvents"]["nextCursor"]) is None:
+            break
+    assert paged == rest_events and len(paged) == row["rows"][0]["orders"]
+    limited = graphql("restricted", ROW_QUERY, metric="revenue_daily", row=day, limit=5)
+    assert limited["data"] is None and "aggregated over every country" in limited["errors"][0]["message"]

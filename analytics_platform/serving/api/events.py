@@ -11,8 +11,8 @@ from pydantic import BaseModel, Field
 from analytics_platform.exceptions import InvalidRequestError
 from analytics_platform.lakehouse.catalog import load_catalog
 from analytics_platform.serving import cursors
-from analytics_platform.serving.access import Role
-from analytics_platform.serving.api.deps import CallerDep, ServicesDep
+from analytics_platform.serving.access import ApiKey, Role
+from analytics_platform.serving.api.deps import CallerDep, Services, ServicesDep
 from analytics_platform.serving.api.metrics import ERRORS
 from analytics_platform.serving.events import (
     ATTRIBUTED_DRILLS,
@@ -25,6 +25,7 @@ from analytics_platform.serving.metrics import DEFAULT_LIMIT, MAX_LIMIT, enforce
 from analytics_platform.serving.metrics import metric as metric_definition
 
 router = APIRouter(prefix="/v1/events", tags=["drill-down"])
+MAX_CORRELATION_ID = 200
 
 
 class Events(BaseModel):
@@ -43,10 +44,19 @@ class Events(BaseModel):
 def events(
     state: ServicesDep,
     caller: CallerDep,
-    correlation_id: Annotated[str, Query(min_length=1, max_length=200, description="The journey's correlation id.")],
+    correlation_id: Annotated[
+        str, Query(min_length=1, max_length=MAX_CORRELATION_ID, description="The journey's correlation id.")
+    ],
 ) -> Events:
     """Every raw event with this correlation id across the raw tables, and the dead letters carrying it."""
+    return journey(state, caller, correlation_id)
+
+
+def journey(state: Services, caller: ApiKey, correlation_id: str) -> Events:
+    """What REST and GraphQL answer for a correlation id, under the same role and row scope."""
     caller.require(Role.analyst, "drilling down to raw events")
+    if not 1 <= len(correlation_id) <= MAX_CORRELATION_ID:
+        raise InvalidRequestError(f"correlation_id must be 1 to {MAX_CORRELATION_ID} characters")
     scope = caller.scope
     catalog = load_catalog(state.settings)
     with state.lake_cursor() as lake:
@@ -88,8 +98,18 @@ def row_events(
     """The raw events behind one row of a per-minute, hourly or daily metric (e.g.
     `/v1/metrics/events_per_minute/rows/2026-11-01T10:05:00Z,purchase/events` or
     `/v1/metrics/funnel_daily/rows/2026-11-02,books/events`), paginated."""
+    return events_of_row(state, caller, metric.value, row, limit, cursor)
+
+
+def events_of_row(
+    state: Services, caller: ApiKey, name: str, row: str, limit: int, cursor: str | None
+) -> RowEventsPage:
+    """What REST and GraphQL answer for a row's events, under the same role, scope and cursor rules."""
     caller.require(Role.analyst, "drilling down to raw events")
-    name = metric.value
+    if name not in DRILLABLE:
+        raise InvalidRequestError(f"the raw events behind a row are available for {', '.join(DRILLABLE)}; not {name!r}")
+    if not 1 <= limit <= MAX_LIMIT:
+        raise InvalidRequestError(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
     enforce_scope(metric_definition(name), caller.scope)
     pinned, after, build_id = None, None, ""
     if cursor is not None:

@@ -1,5 +1,6 @@
-"""``/graphql``: the same metrics as REST, through the same function (validation, cursors, row scope),
-with limits on query depth, aliases and size so one query cannot cost what thousands would."""
+"""``/graphql``: the same metrics and drill-down as REST, through the same functions (validation, cursors,
+roles, row scope), with limits on query depth, aliases and size so one query cannot cost what thousands
+would."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from strawberry.types import Info
 
 from analytics_platform.serving.access import ApiKey, Role
 from analytics_platform.serving.api.deps import Services
+from analytics_platform.serving.api.events import events_of_row, journey
 from analytics_platform.serving.api.metrics import filters_from, metric_infos, metric_page
 from analytics_platform.serving.api.pages import LocalGraphiQLRouter
 from analytics_platform.serving.metrics import DEFAULT_LIMIT
@@ -55,6 +57,34 @@ class MetricInfo:
     filters: list[str]
     split_by_country: bool
     live: bool
+
+
+@strawberry.type
+class TableSnapshot:
+    table: str
+    snapshot_id: str
+
+
+@strawberry.type
+class Journey:
+    correlation_id: str
+    events: list[JSON] = strawberry.field(description="Raw events with their Kafka offsets, landing snapshot and run.")
+    dead_letters: list[JSON]
+    dead_letters_visible: bool
+    snapshots: list[TableSnapshot]
+
+
+@strawberry.type
+class RowEvents:
+    metric: str
+    row: str
+    events: list[JSON] = strawberry.field(description="The raw events the row counts, in (event_at, event_id) order.")
+    next_cursor: str | None
+    snapshots: list[TableSnapshot]
+
+
+def _snapshots(snapshots: dict[str, str]) -> list[TableSnapshot]:
+    return [TableSnapshot(table=table, snapshot_id=snapshot) for table, snapshot in sorted(snapshots.items())]
 
 
 @strawberry.input
@@ -108,6 +138,32 @@ class Query:
                 ],
             ),
             freshness_seconds=freshness,
+        )
+
+    @strawberry.field(description="Every raw event and dead letter with this correlation id (analyst keys).")
+    def events(self, info: Info, correlation_id: str) -> Journey:
+        services, caller = _context_key(info)
+        found = journey(services, caller, correlation_id)
+        return Journey(
+            correlation_id=found.correlation_id,
+            events=cast(list[JSON], found.events),
+            dead_letters=cast(list[JSON], found.dead_letters),
+            dead_letters_visible=found.dead_letters_visible,
+            snapshots=_snapshots(found.snapshots),
+        )
+
+    @strawberry.field(description="One page of the raw events behind a row of a metric (analyst keys).")
+    def row_events(
+        self, info: Info, metric: str, row: str, limit: int = DEFAULT_LIMIT, cursor: str | None = None
+    ) -> RowEvents:
+        services, caller = _context_key(info)
+        page = events_of_row(services, caller, metric, row, limit, cursor)
+        return RowEvents(
+            metric=page.metric,
+            row=page.row,
+            events=cast(list[JSON], page.events),
+            next_cursor=page.next_cursor,
+            snapshots=_snapshots(page.snapshots),
         )
 
 
