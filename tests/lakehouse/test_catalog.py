@@ -38,5 +38,7 @@ def test_runs_opening_a_new_catalog_at_once_all_succeed(postgres: str) -> None:
     with context.Manager() as manager:
         start = manager.Barrier(OPENERS, timeout=60)  # an opener that fails breaks it
         with context.Pool(OPENERS) as pool:
-            opened = pool.starmap(_open_new_catalogs, [(opener, start) for opener in range(OPENERS)])
+            # A worker that dies without raising (killed) would leave starmap waiting for ever: bound it.
+            work = pool.starmap_async(_open_new_catalogs, [(opener, start) for opener in range(OPENERS)])
+            opened = work.get(timeout=OPENERS * ROUNDS * 10)
     assert opened == [ROUNDS] * OPENERS
