@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,9 +13,12 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from analytics_platform.local.dev import api_answers
+from analytics_platform.local.processes import spawn, stop_group
 from analytics_platform.serving.access import KeyStore, Role
 from analytics_platform.serving.api.app import create_app
 from analytics_platform.settings import Settings
+from tests.helpers import free_port, wait_for
 from tests.landed import LandedMarts
 
 RESTRICTED_COUNTRIES = ["DE", "FR"]
@@ -47,6 +53,36 @@ def served(landed_marts: LandedMarts, tmp_path: Path) -> Served:
     keys = {role.name: store.create(role.name, role, None) for role in Role}
     keys["restricted"] = store.create("restricted", Role.analyst, RESTRICTED_COUNTRIES)
     return Served(settings, keys)
+
+
+CLI = str(Path(sys.executable).parent / "analytics-platform")
+
+
+@dataclass(frozen=True)
+class RunningApi:
+    port: int
+    env: dict[str, str]  # the server's environment: a CLI run with it uses the same home and keys
+
+
+@contextlib.contextmanager
+def serving_api(settings: Settings, log: Path, **variables: str) -> Iterator[RunningApi]:
+    """``analytics-platform serve`` as a process, on these settings' home, marts and keys (plus ``variables``),
+    once it answers."""
+    port = free_port()
+    env = os.environ | {
+        "PLATFORM_HOME": str(settings.home),
+        "PLATFORM_DUCKDB_DIR": str(settings.duckdb_path),
+        "PLATFORM_API_KEYS_FILE": str(settings.api_keys_path),
+        "PLATFORM_API_SECRET_FILE": str(settings.api_secret_path),
+        "PLATFORM_API_PORT": str(port),
+        **variables,
+    }
+    server = spawn([CLI, "serve"], log, env=env)
+    try:
+        wait_for(lambda: api_answers("127.0.0.1", port), 60, "the API to answer", poll_s=0.2)
+        yield RunningApi(port, env)
+    finally:
+        stop_group(server)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ UI lists the operations at /docs, GraphiQL shows its editors with an example que
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -11,10 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from analytics_platform.local.dev import api_answers
-from analytics_platform.local.processes import spawn, stop_group
-from tests.helpers import free_port, wait_for
-from tests.serving.conftest import Served
+from tests.serving.conftest import Served, serving_api
 
 pytestmark = pytest.mark.integration
 
@@ -45,22 +41,9 @@ def browse(url: str, tmp_path: Path, screenshot: str) -> str:
 
 
 def test_docs_and_graphiql_render_without_the_internet(served: Served, tmp_path: Path) -> None:
-    port = free_port()
-    settings = served.settings
-    env = os.environ | {
-        "PLATFORM_HOME": str(settings.home),
-        "PLATFORM_DUCKDB_DIR": str(settings.duckdb_path),
-        "PLATFORM_API_KEYS_FILE": str(settings.api_keys_path),
-        "PLATFORM_API_SECRET_FILE": str(settings.api_secret_path),
-        "PLATFORM_API_PORT": str(port),
-    }
-    server = spawn([CLI, "serve"], tmp_path / "api.log", env=env)
-    try:
-        wait_for(lambda: api_answers("127.0.0.1", port), 60, "the API to answer", poll_s=0.2)
-        docs = browse(f"http://127.0.0.1:{port}/docs", tmp_path, "docs.png")
-        graphiql = browse(f"http://127.0.0.1:{port}/graphql", tmp_path, "graphiql.png")
-    finally:
-        stop_group(server)
+    with serving_api(served.settings, tmp_path / "api.log") as api:
+        docs = browse(f"http://127.0.0.1:{api.port}/docs", tmp_path, "docs.png")
+        graphiql = browse(f"http://127.0.0.1:{api.port}/graphql", tmp_path, "graphiql.png")
     # Swagger UI built the operations list from /openapi.json: every path shows, replays included.
     assert 'class="swagger-ui' in docs
     for path in ("/v1/metrics/daily_active_users", "/v1/events", "/v1/replays", "/v1/replays/{replay_id}"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -11,10 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from analytics_platform.local.dev import api_answers
-from analytics_platform.local.processes import spawn, stop_group
-from tests.helpers import free_port, wait_for
-from tests.serving.conftest import Served
+from tests.serving.conftest import Served, serving_api
 
 pytestmark = pytest.mark.integration
 
@@ -30,29 +26,16 @@ def readme_api_block() -> list[str]:
 
 
 def test_the_readmes_curl_examples_answer_with_metrics(served: Served, tmp_path: Path) -> None:
-    port = free_port()
-    settings = served.settings
-    env = os.environ | {
-        "PLATFORM_HOME": str(settings.home),
-        "PLATFORM_DUCKDB_DIR": str(settings.duckdb_path),
-        "PLATFORM_API_KEYS_FILE": str(settings.api_keys_path),
-        "PLATFORM_API_SECRET_FILE": str(settings.api_secret_path),
-        "PLATFORM_API_PORT": str(port),
-    }
-    server = spawn([CLI, "serve"], tmp_path / "api.log", env=env)
-    try:
-        wait_for(lambda: api_answers("127.0.0.1", port), 60, "the API to answer", poll_s=0.2)
+    with serving_api(served.settings, tmp_path / "api.log") as api:
         lines = [
-            line.replace(".venv/bin/analytics-platform", CLI).replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+            line.replace(".venv/bin/analytics-platform", CLI).replace("127.0.0.1:8000", f"127.0.0.1:{api.port}")
             for line in readme_api_block()
         ]
         assert sum("curl" in line for line in lines) == 6
         # Each curl's answer on a line of its own; --fail-with-body turns an HTTP error into a failed script.
         script = 'set -euo pipefail\ncurl() { command curl --fail-with-body "$@"; echo; }\n' + "\n".join(lines)
-        done = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(["bash", "-c", script], env=api.env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stdout + done.stderr
-    finally:
-        stop_group(server)
     listing, dau, funnel, behind, journey = (json.loads(line) for line in done.stdout.splitlines() if line.strip())
     assert {metric["name"] for metric in listing["metrics"]} >= {"daily_active_users", "funnel_daily", "sessions"}
     assert dau["rows"] and all(row["activity_date"] >= "2026-11-01" for row in dau["rows"])

@@ -25,7 +25,7 @@ from analytics_platform.kafka.producer import publish
 from analytics_platform.lakehouse.catalog import load_catalog
 from analytics_platform.lakehouse.offsets import reset_offsets, stored_offsets
 from analytics_platform.lakehouse.tables import ensure_raw_table
-from analytics_platform.local.dev import api_answers, code_locations_loaded
+from analytics_platform.local.dev import code_locations_loaded
 from analytics_platform.local.instance import prepare_dagster_home
 from analytics_platform.local.orchestration import build_marts
 from analytics_platform.local.processes import spawn, stop_group
@@ -35,6 +35,7 @@ from analytics_platform.settings import Settings, get_settings
 from analytics_platform.sim.generator import generate_events
 from tests.conftest import set_environment
 from tests.helpers import add_payload_field, free_port, send_raw, wait_for
+from tests.serving.conftest import serving_api
 
 pytestmark = pytest.mark.integration
 
@@ -64,19 +65,9 @@ def readme_replay(settings: Settings, tmp_path: Path, key: str) -> str:
     """Run the README's replay example (the second bash block of "The API") against a real server."""
     section = (REPO / "README.md").read_text().split("## The API", 1)[1].split("\n## ", 1)[0]
     block = re.findall(r"```bash\n(.*?)```", section, re.DOTALL)[1]
-    port = free_port()
-    env = os.environ | {
-        "PLATFORM_API_PORT": str(port),
-        "PLATFORM_API_KEYS_FILE": str(settings.api_keys_path),
-        "PLATFORM_DAGSTER_UI_URL": settings.dagster_ui_url,
-    }
-    server = spawn([str(BIN / "analytics-platform"), "serve"], tmp_path / "api.log", env=env)
-    try:
-        wait_for(lambda: api_answers("127.0.0.1", port), 60, "the API to answer", poll_s=0.2)
-        script = f'set -euo pipefail\nH="Authorization: Bearer {key}"; API=http://127.0.0.1:{port}\n{block}'
+    with serving_api(settings, tmp_path / "api.log", PLATFORM_DAGSTER_UI_URL=settings.dagster_ui_url) as api:
+        script = f'set -euo pipefail\nH="Authorization: Bearer {key}"; API=http://127.0.0.1:{api.port}\n{block}'
         done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60, check=False)
-    finally:
-        stop_group(server)
     assert done.returncode == 0 and "curl" in block, done.stdout + done.stderr
     return done.stdout
 
