@@ -199,8 +199,6 @@ def launch_plan(
     tags = {REPLAY_TAG: identifier, KIND_TAG: request.kind, ATTEMPT_TAG: str(attempt)}
     config: dict[str, object]
     if isinstance(request, OffsetsReplay):
-        if request.partitions is not None:
-            _check_offsets(settings, request.topic, request.partitions)
         config = {
             "topic": request.topic,
             "ranges": json.dumps({str(p): list(r) for p, r in sorted((request.partitions or {}).items())}),
@@ -340,6 +338,8 @@ def request_replay(
     with FileLock(locks / f"{identifier}.lock"):
         records = _runs(instance, identifier)
         launched = not records or _launch_again(records[0], settings.replay_dedup_s)
+        if launched and isinstance(request, OffsetsReplay) and request.partitions is not None:
+            _check_offsets(settings, request.topic, request.partitions)
         if launched:
             launch(launch_plan(settings, request, attempt=len(records) + 1))
     replay = find_replay(settings, instance, identifier)
