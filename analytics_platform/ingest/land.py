@@ -31,6 +31,7 @@ from analytics_platform.ingest.gate import GateContext
 from analytics_platform.ingest.plan import BatchPlan, micro_batches, plan_next_batch, plan_next_run
 from analytics_platform.kafka.reader import RawMessages, make_consumer, read_range
 from analytics_platform.lakehouse.catalog import load_catalog
+from analytics_platform.lakehouse.lineage import record_before_expiry
 from analytics_platform.lakehouse.offsets import StoredOffsets, fingerprint, offsets_properties, stored_offsets
 from analytics_platform.lakehouse.snapshots import (
     BATCH_ID_KEY,
@@ -172,7 +173,9 @@ def land_batch(
             f"{table.name()} moved while this batch was in flight ({error}); nothing was written. Re-plan the batch."
         ) from error
     seconds["commit"] = time.perf_counter() - clock
-    expire_old_snapshots(table, settings.raw_snapshots_kept)
+    expire_old_snapshots(
+        table, settings.raw_snapshots_kept, lambda expiring: record_before_expiry(catalog, settings, table, expiring)
+    )
     dedup.extend(decoded.rows.column("event_id"))
     snapshot = table.current_snapshot()
     return BatchResult(

@@ -39,6 +39,7 @@ from analytics_platform.settings import Settings
 
 DEAD_LETTER_TABLE = "dead_letter"
 REPLAYS_TABLE = "dead_letter_replays"
+LINEAGE_TABLE = "ingest_snapshots"
 TABLE_PROPERTIES = {"write.parquet.compression-codec": "zstd"}
 # Raw tables carry Kafka offsets, so a stale writer must fail rather than be rebased and append twice.
 # The dead-letter table is shared by all topics and deduplicated by batch id, so it keeps retrying.
@@ -122,6 +123,16 @@ REPLAYS_SCHEMA = Schema(
     NestedField(4, "replay_id", StringType(), required=True, doc="The replay that landed it (raw snapshot property)."),
     NestedField(5, "landed_in", StringType(), required=True, doc="The raw table it landed in."),
     NestedField(6, "replayed_at", TimestamptzType(), required=True),
+)
+
+
+LINEAGE_SCHEMA = Schema(
+    NestedField(1, "table_name", StringType(), required=True, doc="The raw table, e.g. raw.purchase."),
+    NestedField(2, "snapshot_id", LongType(), required=True, doc="The snapshot that landed the rows."),
+    NestedField(3, "committed_at", TimestamptzType(), required=True),
+    NestedField(4, "ingested_at", TimestamptzType(), required=True, doc="The ingested_at of every row it landed."),
+    NestedField(5, "run_id", StringType(), required=False, doc="The Dagster run that committed it, if any."),
+    NestedField(6, "summary", StringType(), required=True, doc="The snapshot's summary properties, as JSON."),
 )
 
 
@@ -254,9 +265,22 @@ def _load_or_create(
         return catalog.create_table_if_not_exists(identifier, schema=schema, partition_spec=spec, properties=properties)
 
 
+def ensure_lineage_table(catalog: Catalog, settings: Settings) -> Table:
+    """``raw.ingest_snapshots``: the summary of every raw snapshot that landed rows, kept past its expiry
+    (see :mod:`analytics_platform.lakehouse.lineage`)."""
+    return _load_or_create(
+        catalog,
+        table_identifier(settings, LINEAGE_TABLE),
+        LINEAGE_SCHEMA,
+        _day_spec(LINEAGE_SCHEMA, "ingested_at"),
+        TABLE_PROPERTIES,
+    )
+
+
 def ensure_tables(catalog: Catalog, settings: Settings) -> None:
     """Create every raw table and the dead-letter tables (so dbt sources exist before any data)."""
     for event_type in event_types().values():
         ensure_raw_table(catalog, settings, event_type)
     ensure_dead_letter_table(catalog, settings)
     ensure_replays_table(catalog, settings)
+    ensure_lineage_table(catalog, settings)

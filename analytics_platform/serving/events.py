@@ -4,28 +4,26 @@ Raw lookups go to the Iceberg tables themselves (their current snapshots, not th
 by DuckDB's ``iceberg_scan`` on ``lake`` (a connection with the iceberg extension loaded, see
 :func:`lake_connection`): the filters are pushed down to it, so it skips partitions and data files whose
 statistics exclude them (12x faster than pyiceberg's scan in ``make bench``). Each row carries its Kafka
-coordinates; the snapshot that landed it is found from the offset ranges every ingest snapshot records,
-with the Dagster run that committed it, as long as the table keeps that snapshot
-(``PLATFORM_RAW_SNAPSHOTS_KEPT``).
+coordinates and the snapshot and Dagster run that landed it, found by its ``ingested_at`` however long
+ago that was (:mod:`analytics_platform.lakehouse.lineage`).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
 from analytics_platform.contracts.envelope import event_types
 from analytics_platform.exceptions import BuildGoneError, InvalidRequestError
-from analytics_platform.lakehouse.offsets import NEXT_OFFSETS_KEY, START_OFFSETS_KEY, TOPIC_KEY
-from analytics_platform.lakehouse.snapshots import RUN_ID_KEY, properties
+from analytics_platform.lakehouse.lineage import ingested_until, landings
 from analytics_platform.lakehouse.tables import DEAD_LETTER_TABLE, open_raw_table, read_dead_letters
 from analytics_platform.serving.metrics import Scope
 from analytics_platform.settings import Settings
@@ -79,9 +77,7 @@ def events_by_correlation_id(
             "select * from iceberg_scan(?) where correlation_id = ? limit ?",
             [table.metadata_location, correlation_id, MAX_EVENTS],
         ).to_arrow_table()
-        landed = _landing_snapshots(table)
-        for row in rows.to_pylist():
-            events.append(_event(name, row, landed, settings))
+        events += _events(lake, catalog, settings, name, table, rows)
     if scope.countries is not None:
         events = _within_countries(events, scope.countries, countries)
     events.sort(key=_position)
@@ -97,40 +93,33 @@ def events_by_correlation_id(
     return Drill(correlation_id, events, dead_letters, scope.countries is None, snapshots)
 
 
-def _landing_snapshots(table: Table) -> list[tuple[str, dict[int, tuple[int, int]], int, str | None]]:
-    """(topic, {partition: (start, next)}, snapshot id, run id) of every ingest snapshot the table keeps."""
-    landed = []
-    for snapshot in table.snapshots():
-        props = properties(snapshot)
-        if NEXT_OFFSETS_KEY in props and START_OFFSETS_KEY in props:
-            starts, nexts = json.loads(props[START_OFFSETS_KEY]), json.loads(props[NEXT_OFFSETS_KEY])
-            ranges = {int(p): (int(starts[p]), int(nexts[p])) for p in starts if p in nexts}
-            landed.append((props.get(TOPIC_KEY, ""), ranges, snapshot.snapshot_id, props.get(RUN_ID_KEY)))
-    return landed
-
-
-def _event(
-    name: str,
-    row: dict[str, Any],
-    landed: list[tuple[str, dict[int, tuple[int, int]], int, str | None]],
-    settings: Settings,
-) -> dict[str, Any]:
-    topic, partition, offset = row.pop("kafka_topic"), row.pop("kafka_partition"), row.pop("kafka_offset")
-    landed_by = None
-    for snapshot_topic, ranges, snapshot_id, run_id in landed:
-        start, end = ranges.get(partition, (0, 0))
-        if snapshot_topic == topic and start <= offset < end:
+def _events(
+    lake: duckdb.DuckDBPyConnection, catalog: Catalog, settings: Settings, name: str, table: Table, rows: pa.Table
+) -> list[dict[str, Any]]:
+    """Raw rows of ``table`` as answers: Kafka coordinates, and the snapshot and Dagster run that landed
+    each (found by its ``ingested_at``, kept past snapshot expiry by :mod:`~analytics_platform.lakehouse.lineage`)."""
+    found = landings(lake, catalog, settings, table, set(rows.column("ingested_at").to_pylist()))
+    events = []
+    for row in rows.to_pylist():
+        topic, partition, offset = row.pop("kafka_topic"), row.pop("kafka_partition"), row.pop("kafka_offset")
+        landing = found.get(row["ingested_at"])
+        landed_by = None
+        if landing is not None:
             landed_by = {
-                "snapshot_id": str(snapshot_id),
-                "run_id": run_id,
-                "run_url": f"{settings.dagster_ui_url.rstrip('/')}/runs/{run_id}" if run_id else None,
+                "snapshot_id": str(landing.snapshot_id),
+                "snapshot_kept": landing.kept,
+                "run_id": landing.run_id,
+                "run_url": f"{settings.dagster_ui_url.rstrip('/')}/runs/{landing.run_id}" if landing.run_id else None,
             }
-            break
-    return _json(row) | {
-        "table": f"{settings.raw_namespace}.{name}",
-        "kafka": {"topic": topic, "partition": partition, "offset": offset},
-        "landed_by": landed_by,
-    }
+        events.append(
+            _json(row)
+            | {
+                "table": f"{settings.raw_namespace}.{name}",
+                "kafka": {"topic": topic, "partition": partition, "offset": offset},
+                "landed_by": landed_by,
+            }
+        )
+    return events
 
 
 def _within_countries(
@@ -330,19 +319,23 @@ def _raw_events(
         snapshots[name] = snapshot_id
         if table is None or not snapshot_id:
             continue
-        if table.snapshot_by_id(snapshot_id) is None:
-            raise BuildGoneError(
-                f"raw.{name} no longer keeps snapshot {snapshot_id}, which this query reads: "
-                "request the first page again"
-            )
         query = "select * from iceberg_scan(?, snapshot_from_id => ?) where event_at >= ? and event_at < ?"
         parameters: list[Any] = [table.metadata_location, snapshot_id, *window]
+        if table.snapshot_by_id(snapshot_id) is None:
+            # Expired: the current snapshot up to its ingest time holds the same rows (append-only).
+            until = ingested_until(lake, catalog, settings, snapshot_id, table)
+            if until is None or current is None:
+                raise BuildGoneError(
+                    f"raw.{name} no longer keeps snapshot {snapshot_id}, which this query reads, and has no "
+                    "record of it: request the first page again"
+                )
+            query += " and ingested_at <= ?"
+            parameters = [table.metadata_location, current.snapshot_id, *window, until]
         if event_ids is not None:
             query += " and event_id in (select unnest(?::varchar[]))"
             parameters.append(event_ids)
         rows = lake.execute(query, parameters).to_arrow_table()
-        landed = _landing_snapshots(table)
-        found += [_event(name, row, landed, settings) for row in rows.to_pylist()]
+        found += _events(lake, catalog, settings, name, table, rows)
     return found, snapshots
 
 

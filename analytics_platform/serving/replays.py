@@ -161,8 +161,10 @@ def _as_of(settings: Settings, request: DaysReplay) -> datetime | None:
     if request.as_of_snapshot is None:
         return request.as_of
     from analytics_platform.lakehouse.catalog import load_catalog
+    from analytics_platform.lakehouse.lineage import ingested_until
     from analytics_platform.lakehouse.snapshots import INGESTED_AT_KEY, properties
     from analytics_platform.lakehouse.tables import open_raw_table
+    from analytics_platform.serving.events import lake_connection
 
     catalog = load_catalog(settings)
     for event_type in event_types().values():
@@ -175,9 +177,13 @@ def _as_of(settings: Settings, request: DaysReplay) -> datetime | None:
                 if ingested_at
                 else datetime.fromtimestamp(snapshot.timestamp_ms / 1000, UTC)
             )
+    with lake_connection(settings) as lake:
+        recorded = ingested_until(lake, catalog, settings, request.as_of_snapshot)
+    if recorded is not None:
+        return recorded
     raise InvalidRequestError(
-        f"no raw table keeps snapshot {request.as_of_snapshot} (older snapshots are expired: "
-        "PLATFORM_RAW_SNAPSHOTS_KEPT); give the checkpoint as `as_of`, a time, instead"
+        f"no raw table has or had snapshot {request.as_of_snapshot} that landed rows (see the `snapshots` of an "
+        "answer's `as_of`, or raw.ingest_snapshots); or give the checkpoint as `as_of`, a time"
     )
 
 
