@@ -11,6 +11,7 @@ closed and deleted gets ``BuildGoneError`` (HTTP 409).
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ import duckdb
 from analytics_platform.exceptions import BuildGoneError, NotPublishedError
 from analytics_platform.settings import Settings
 from analytics_platform.warehouse import builds
-from analytics_platform.warehouse.connections import BUILD_FILE, current_build, duckdb_config
+from analytics_platform.warehouse.connections import BUILD_FILE, duckdb_config, published_link
 
 
 @dataclass(frozen=True)
@@ -113,31 +114,48 @@ class PublishedBuilds:
 
     def __init__(self, settings: Settings, keep_s: float = 900.0) -> None:
         self._settings = settings
+        self._link = published_link(settings)
         self._keep_s = keep_s
         self._open: dict[str, OpenBuild] = {}
         self._lock = threading.Lock()
 
     def current(self) -> OpenBuild:
-        path = current_build(self._settings)
-        if path is None:
-            raise NotPublishedError(
-                f"no marts are published yet in {self._settings.duckdb_path}: run `analytics-platform build` "
-                "(or wait for the first automatic build under `make dev`)"
-            )
-        return self._get(path.parent.name, path)
+        """The published build, opened on first use."""
+        build_id, path = self._published()
+        return self.opened(build_id) or self._get(build_id, path)
+
+    def current_if_open(self) -> OpenBuild | None:
+        """The published build if it is open already: no I/O but one readlink (the request fast path)."""
+        return self.opened(self._published()[0])
+
+    def opened(self, build_id: str) -> OpenBuild | None:
+        with self._lock:
+            build = self._open.get(build_id)
+            return self._touch(build) if build is not None else None
 
     def pinned(self, build_id: str) -> OpenBuild:
         """The build a cursor was made on, if it is still open or still on disk."""
         path = self._settings.duckdb_path / "builds" / build_id / BUILD_FILE
-        with self._lock:
-            if build_id in self._open:
-                return self._touch(self._open[build_id])
+        if (build := self.opened(build_id)) is not None:
+            return build
         if "/" in build_id or not path.exists():
             raise BuildGoneError(
                 f"the marts build this cursor reads ({build_id}) is no longer kept (a newer one was published and "
                 f"the API keeps a build {self._keep_s:g} s after its last use): request the first page again"
             )
         return self._get(build_id, path)
+
+    def _published(self) -> tuple[str, Path]:
+        """The published build's id and file. One readlink (the pointer is a relative symlink that
+        publish() swaps atomically), not a full path resolution: this runs for every request."""
+        try:
+            target = Path(os.readlink(self._link))
+        except FileNotFoundError:
+            raise NotPublishedError(
+                f"no marts are published yet in {self._settings.duckdb_path}: run `analytics-platform build` "
+                "(or wait for the first automatic build under `make dev`)"
+            ) from None
+        return target.parent.name, self._link.parent / target
 
     def close(self) -> None:
         with self._lock:

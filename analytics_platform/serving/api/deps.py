@@ -62,7 +62,9 @@ class Services:
         return self._instance
 
 
-def services(request: Request) -> Services:
+# Both are async so that FastAPI calls them on the event loop: they only read memory (and stat the key
+# file), and each sync dependency would cost a hop through the thread pool on every request.
+async def services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -71,7 +73,7 @@ bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <API k
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="The API key.")
 
 
-def caller(
+async def caller(
     state: Annotated[Services, Depends(services)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     header_key: Annotated[str | None, Depends(api_key_header)],

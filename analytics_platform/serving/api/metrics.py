@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import inspect
 import json
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
 from analytics_platform.exceptions import InvalidRequestError, UnknownMetricError
@@ -24,6 +26,7 @@ from analytics_platform.serving.metrics import (
     metric,
     read_page,
 )
+from analytics_platform.serving.published import AsOf
 
 router = APIRouter(prefix="/v1/metrics", tags=["metrics"])
 FRESHNESS_HEADER = "X-Data-Freshness-Seconds"
@@ -95,7 +98,7 @@ CONTEXT_PARAMETERS = [
 def _add_metric_route(definition: Metric) -> None:
     """``GET /v1/metrics/<name>`` with exactly the metric's filters, so the OpenAPI schema states them."""
 
-    def endpoint(
+    async def endpoint(
         request: Request,
         response: Response,
         state: Services,
@@ -110,10 +113,16 @@ def _add_metric_route(definition: Metric) -> None:
             raise InvalidRequestError(
                 f"metric {definition.name!r} has no parameter {unknown[0]!r}; its parameters: {allowed}"
             )
-        page, freshness = metric_page(state, caller, definition.name, filters_from(**filters), limit, cursor)
+        asked = filters_from(**filters)
+        # Most pages are cache hits, answered here on the event loop; the rest (a query, or opening a
+        # newly published build) go to the thread pool.
+        answer = metric_answer(state, caller, definition.name, asked, limit, cursor, cached_only=True)
+        if answer is None:
+            answer = await run_in_threadpool(metric_answer, state, caller, definition.name, asked, limit, cursor)
+        assert answer is not None
+        freshness = answer.freshness_seconds()
         headers = {FRESHNESS_HEADER: f"{freshness:.3f}"} if freshness is not None else None
-        # The page is already a validated MetricPage: serialised once here, not validated again by FastAPI.
-        return Response(page.model_dump_json(), media_type="application/json", headers=headers)
+        return Response(answer.json, media_type="application/json", headers=headers)
 
     parameters = CONTEXT_PARAMETERS + [FILTER_PARAMETERS[name] for name in definition.filters] + PAGE_PARAMETERS
     endpoint.__signature__ = inspect.Signature(parameters, return_annotation=MetricPage)  # type: ignore[attr-defined]
@@ -140,11 +149,41 @@ def unknown_metric(metric: str) -> None:
     raise UnknownMetricError(f"unknown metric {metric!r}; metrics: {', '.join(METRICS)}")
 
 
+@dataclass(frozen=True)
+class Answer:
+    """A page as answered: immutable (a build never changes once published), so it is cached and
+    serialised once."""
+
+    page: MetricPage
+    json: bytes
+    as_of: AsOf
+
+    def freshness_seconds(self) -> float | None:
+        return self.as_of.freshness_seconds(datetime.now(UTC))
+
+
 def metric_page(
     state: Services, caller: ApiKey, name: str, asked: Filters, limit: int, cursor: str | None
 ) -> tuple[MetricPage, float | None]:
     """One page of metric ``name`` for ``caller`` and the age of its newest event: what REST and GraphQL
     both answer, under the same validation, cursor rules and row scope."""
+    answer = metric_answer(state, caller, name, asked, limit, cursor)
+    assert answer is not None
+    return answer.page, answer.freshness_seconds()
+
+
+def metric_answer(
+    state: Services,
+    caller: ApiKey,
+    name: str,
+    asked: Filters,
+    limit: int,
+    cursor: str | None,
+    *,
+    cached_only: bool = False,
+) -> Answer | None:
+    """The page's answer, from the cache or read from the build. ``cached_only``: None instead of any
+    I/O (opening a build, querying it), so the event loop can answer cache hits itself."""
     caller.require(Role.viewer, "reading metrics")
     definition = metric(name)
     if not 1 <= limit <= MAX_LIMIT:
@@ -164,13 +203,14 @@ def metric_page(
             raise InvalidRequestError(
                 "this cursor was made for an API key that sees other countries; start again without it"
             )
-        build, filters, after = state.builds.pinned(position.build), made_for, position.after
+        filters, after = made_for, position.after
+        build = state.builds.opened(position.build) if cached_only else state.builds.pinned(position.build)
     else:
-        build, filters, after = state.builds.current(), asked, None
-    as_of = build.as_of(definition.live)
+        filters, after = asked, None
+        build = state.builds.current_if_open() if cached_only else state.builds.current()
+    if build is None:
+        return None
     filters_json = filters.model_dump(mode="json", exclude_none=True)
-    # A build never changes once published, so neither does any page of it: dashboards asking for the
-    # same first pages get them without a query. Only the freshness (an age) is computed per request.
     key = (
         build.id,
         definition.name,
@@ -180,18 +220,21 @@ def metric_page(
         limit,
     )
     answer = state.pages.get(key)
-    if answer is None:
-        with build.cursor() as con:
-            page = read_page(con, definition, filters.given(), scope, after, limit)
-        next_cursor = None
-        if page.last_key is not None:
-            position = cursors.Cursor(definition.name, filters_json, scope.fingerprint(), build.id, page.last_key)
-            next_cursor = cursors.encode(position, state.cursor_secret)
-        answer = MetricPage.model_validate(
-            {"metric": definition.name, "rows": page.rows, "next_cursor": next_cursor, "as_of": as_of.as_json()}
-        )
-        state.pages.put(key, answer, len(page.rows) + 1)
-    return answer, as_of.freshness_seconds(datetime.now(UTC))
+    if answer is not None or cached_only:
+        return answer
+    as_of = build.as_of(definition.live)
+    with build.cursor() as con:
+        page = read_page(con, definition, filters.given(), scope, after, limit)
+    next_cursor = None
+    if page.last_key is not None:
+        position = cursors.Cursor(definition.name, filters_json, scope.fingerprint(), build.id, page.last_key)
+        next_cursor = cursors.encode(position, state.cursor_secret)
+    validated = MetricPage.model_validate(
+        {"metric": definition.name, "rows": page.rows, "next_cursor": next_cursor, "as_of": as_of.as_json()}
+    )
+    answer = Answer(validated, validated.model_dump_json().encode(), as_of)
+    state.pages.put(key, answer, len(page.rows) + 1)
+    return answer
 
 
 def filters_from(**given: Any) -> Filters:
