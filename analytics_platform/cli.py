@@ -272,6 +272,24 @@ def serve(
     )
 
 
+@app.command("sql")
+def sql_endpoint(
+    host: Annotated[str | None, typer.Option(help="Address to listen on (default PLATFORM_SQL_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default PLATFORM_SQL_PORT, 15432).")] = None,
+) -> None:
+    """The Postgres-wire SQL endpoint on the published marts, for psql and BI tools. Log in with an API key's
+    name as the user and the key as the password (role analyst; country-limited keys see their rows only)."""
+    from analytics_platform.bi.sql_endpoint import serve as serve_sql
+
+    settings = _settings()
+    host, port = host or settings.sql_host, port or settings.sql_port
+    _echo(
+        f"serving SQL on postgresql://{host}:{port}/warehouse (user: an API key's name, password: the key); "
+        "Ctrl-C stops it"
+    )
+    serve_sql(settings, host, port)
+
+
 @api_key_app.command("create")
 def api_key_create(
     name: Annotated[str, typer.Argument(help="Who or what uses the key (unique), e.g. dashboards.")],

@@ -151,6 +151,12 @@ class Settings(BaseSettings):
         description="Address the serving API (`analytics-platform serve`) listens on; 0.0.0.0 to serve other hosts.",
     )
     api_port: int = Field(default=8000, description="Port of the serving API.")
+    sql_host: str = Field(
+        default="127.0.0.1",
+        description="Address the Postgres-wire SQL endpoint listens on. Passwords travel in clear text: keep "
+        "loopback unless the network is trusted or TLS is terminated in front of it.",
+    )
+    sql_port: int = Field(default=15432, description="Port of the Postgres-wire SQL endpoint.")
     api_keys_file: Path | None = Field(
         default=None,
         description="YAML file of the API keys (their SHA-256, role and countries), written by "
@@ -189,7 +195,7 @@ class Settings(BaseSettings):
     def _absolute_home(cls, value: Path) -> Path:
         return value.expanduser().resolve()
 
-    @field_validator("broker_port", "api_port")
+    @field_validator("broker_port", "api_port", "sql_port")
     @classmethod
     def _valid_port(cls, value: int, info: ValidationInfo) -> int:
         if not 0 < value < 65536:

@@ -36,6 +36,7 @@ FULL = {
     "rate": 2_000.0,
     "duration_s": 600.0,
     "api_duration_s": 60.0,
+    "sql_duration_s": 60.0,
     "repeat": 3,
 }
 QUICK = {
@@ -44,9 +45,10 @@ QUICK = {
     "rate": 2_000.0,
     "duration_s": 10.0,
     "api_duration_s": 15.0,
+    "sql_duration_s": 15.0,
     "repeat": 1,
 }
-STAGES = ("ingest", "build", "api", "freshness")
+STAGES = ("ingest", "build", "api", "sql", "freshness")
 
 
 def echo(message: str) -> None:
@@ -86,11 +88,14 @@ def main() -> None:
         parser.error("the build stage builds on the ingest stage's raw tables: add ingest to --stages")
     if "api" in stages and "build" not in stages:
         parser.error("the api stage serves the build stage's marts and 10x raw tables: add ingest,build to --stages")
+    if "sql" in stages and "build" not in stages:
+        parser.error("the sql stage serves the build stage's marts: add ingest,build to --stages")
 
     import api
     import build
     import freshness
     import ingest
+    import sql
 
     events, repeat = int(sizes["events"]), int(sizes["repeat"])
     # The data ends before today, so the 10x copies and the new day are all inside the daily partitions.
@@ -114,6 +119,9 @@ def main() -> None:
         if "api" in stages:
             echo(f"api: {api.CLIENTS} clients for {sizes['api_duration_s']:.0f}s during a full build, then drill-downs")
             results["api"] = api.run(results["ingest"]["home"], duration_s=float(sizes["api_duration_s"]), echo=echo)
+        if "sql" in stages:
+            echo(f"sql: {sql.SESSIONS} psycopg sessions for {sizes['sql_duration_s']:.0f}s during a full build")
+            results["sql"] = sql.run(results["ingest"]["home"], duration_s=float(sizes["sql_duration_s"]), echo=echo)
         if "freshness" in stages:
             echo(f"freshness: {sizes['rate']:,.0f} events/s for {sizes['duration_s']:.0f}s under dagster dev")
             results["freshness"] = freshness.run(
@@ -214,6 +222,19 @@ def report(
             ("  DuckDB iceberg_scan p50 (ms)", ms["drill_baseline_p50_s"], "baseline"),
             ("  DuckDB iceberg_scan p99 (ms)", ms["drill_baseline_p99_s"], "baseline"),
             ("  ratio p99 API / DuckDB", ms["drill_p99_s"] / ms["drill_baseline_p99_s"], ""),
+        ]
+    if "sql" in results:
+        endpoint = results["sql"]
+        figures.update({f"sql_{name}": value for name, value in endpoint.items()})
+        during = f"{endpoint['queries']:,} queries, 8 sessions, during a full build: {endpoint['build_overlapped']}"
+        ms = {name: value * 1000 for name, value in endpoint.items() if name.endswith("_s")}
+        rows += [
+            ("SQL endpoint DAU/funnel query p50 (ms)", ms["p50_s"], during),
+            ("SQL endpoint DAU/funnel query p99 (ms)", ms["p99_s"], f"{endpoint['errors']} errors (target 0)"),
+            ("  in-process DuckDB p50 (ms)", ms["baseline_p50_s"], "baseline"),
+            ("  in-process DuckDB p99 (ms)", ms["baseline_p99_s"], "baseline"),
+            ("  ratio p50 endpoint / in-process", ms["p50_s"] / ms["baseline_p50_s"], ""),
+            ("SQL endpoint queries/s", endpoint["queries_per_s"], ""),
         ]
     if "freshness" in results:
         fresh = results["freshness"]

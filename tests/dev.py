@@ -72,6 +72,7 @@ class Dev:
     process: subprocess.Popen[bytes]
     port: int
     api_port: int
+    sql_port: int
     log: Path
 
     def output(self) -> str:
@@ -80,12 +81,16 @@ class Dev:
 
 @contextlib.contextmanager
 def running_dev(home: Path, *args: str) -> Iterator[Dev]:
-    """``analytics-platform dev`` (PATH without the venv, the API on a free port), up until its webserver
-    serves the assets;
-    stopped with Ctrl-C afterwards, leaving no process behind."""
-    port, api_port = free_port(), free_port()
+    """``analytics-platform dev`` (PATH without the venv, the API and SQL endpoint on free ports), up until
+    its webserver serves the assets; stopped with Ctrl-C afterwards, leaving no process behind."""
+    port, api_port, sql_port = free_port(), free_port(), free_port()
     log = home.parent / "dev.log"
-    env = {**os.environ, "PATH": "/usr/local/bin:/usr/bin:/bin", "PLATFORM_API_PORT": str(api_port)}
+    env = {
+        **os.environ,
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "PLATFORM_API_PORT": str(api_port),
+        "PLATFORM_SQL_PORT": str(sql_port),
+    }
     with log.open("w") as out:
         process = subprocess.Popen(
             [CLI, "dev", "--port", str(port), *args],
@@ -94,7 +99,7 @@ def running_dev(home: Path, *args: str) -> Iterator[Dev]:
             env=env,
             start_new_session=True,
         )
-    dev = Dev(process, port, api_port, log)
+    dev = Dev(process, port, api_port, sql_port, log)
     try:
         wait_for(lambda: (graphql(port, ASSET_GRAPH) or {}).get("assetNodes"), 240, "the Dagster webserver")
         yield dev

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 # Services of the platform image (they share its environment and the warehouse volume).
-DAGSTER_SERVICES = ("code-location", "dagster-webserver", "dagster-daemon", "api")
+DAGSTER_SERVICES = ("code-location", "dagster-webserver", "dagster-daemon", "api", "sql")
 REQUIRED_SERVICES = ("kafka", "schema-registry", "postgres", *DAGSTER_SERVICES)
 # An exact release, optionally with a variant suffix: 4.1.0, 3.11.14-slim-bookworm, 16.10-bookworm.
 # Three numbers, because 3.11 or 4.1 float to the newest patch release; two for images whose exact
@@ -288,3 +288,10 @@ def test_api_service_launches_replays_on_the_webserver_and_links_for_a_browser()
     assert environment["PLATFORM_DAGSTER_WEBSERVER_URL"] == "http://dagster-webserver:3000"
     assert environment["PLATFORM_DAGSTER_UI_URL"].startswith("http://localhost:")
     assert [str(port).split(":")[0] for port in api["ports"]] == ["127.0.0.1"]  # loopback, like the webserver
+
+
+def test_sql_service_serves_the_published_marts_on_loopback() -> None:
+    sql = resolved_config()["services"]["sql"]
+    assert sql["command"][:2] == ["analytics-platform", "sql"]
+    assert [str(port).split(":")[0] for port in sql["ports"]] == ["127.0.0.1"]  # clear-text passwords
+    assert sql["environment"]["PLATFORM_HOME"] == resolved_config()["services"]["api"]["environment"]["PLATFORM_HOME"]

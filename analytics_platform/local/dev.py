@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -63,6 +65,17 @@ def api_answers(host: str, port: int) -> bool | None:
     try:
         with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=5) as response:
             return bool(response.status == 200)
+    except OSError:
+        return None
+
+
+def sql_answers(host: str, port: int) -> bool | None:
+    """Whether the SQL endpoint starts a Postgres handshake: an SSL request answered "N" (None: nothing
+    listens yet). No login: a liveness probe needs no key."""
+    try:
+        with socket.create_connection((host, port), timeout=5) as connection:
+            connection.sendall(struct.pack("!ii", 8, 80877103))
+            return connection.recv(1) == b"N"
     except OSError:
         return None
 
@@ -181,6 +194,11 @@ def run_dev(settings: Settings, *, rate: float, port: int, echo: Echo) -> None:
         services.append(
             Service("the API", serve, logs / "api.log", health=lambda: api_answers(api_host, api_port), env=api_env)
         )
+        sql = [sys.executable, "-m", "analytics_platform.cli", "sql"]
+        sql_host, sql_port = settings.sql_host, settings.sql_port
+        services.append(
+            Service("the SQL endpoint", sql, logs / "sql.log", health=lambda: sql_answers(sql_host, sql_port))
+        )
         for service in services:
             service.start()
         generator = f"{rate:g} events/s ({logs / 'generator.log'})" if rate > 0 else "off (--rate 0)"
@@ -189,6 +207,10 @@ def run_dev(settings: Settings, *, rate: float, port: int, echo: Echo) -> None:
         echo(
             f"API: http://{api_host}:{api_port}/docs  (logs: {logs / 'api.log'}); a key: "
             f"{BIN / 'analytics-platform'} api-key create me --role operator"
+        )
+        echo(
+            f"SQL: psql postgresql://<key name>@{sql_host}:{sql_port}/warehouse, the key as password "
+            f"(an analyst key; logs: {logs / 'sql.log'})"
         )
         echo("Ctrl-C stops everything")
         while True:

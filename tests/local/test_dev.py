@@ -89,6 +89,24 @@ def test_make_dev_serves_the_lineage_runs_sensors_and_stops_cleanly(isolated_pla
         [row] = wait_for(todays_dau, 60, "the API to serve today's DAU")
         assert row["activity_date"] == today and row["dau"] > 0
 
+        # The SQL endpoint make dev started answers psql, logged in with an analyst key.
+        analyst = subprocess.run(
+            [CLI, "api-key", "create", "bi", "--role", "analyst"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        days = subprocess.run(
+            [
+                "psql",
+                f"postgresql://bi:{analyst}@127.0.0.1:{dev.sql_port}/warehouse",
+                "-Atc",
+                f"select count(*) from marts.fct_daily_active_users where activity_date <= '{today}'",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert int(days.stdout) >= 1
+
         # A replay sent to that API runs on this Dagster (the webserver on make dev's port) and links there.
         operator = subprocess.run(
             [CLI, "api-key", "create", "ops", "--role", "operator"], capture_output=True, text=True, check=True

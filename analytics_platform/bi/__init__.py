@@ -1,0 +1,1 @@
+"""BI access to the published marts: a Postgres-wire SQL endpoint and Superset dashboards kept as code."""
