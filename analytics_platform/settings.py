@@ -107,6 +107,11 @@ class Settings(BaseSettings):
         "(metadata only), so commit time does not grow with every commit.",
     )
     raw_namespace: str = Field(default="raw", description="Iceberg namespace of the raw event tables.")
+    metrics_topic: str = Field(
+        default="metrics.latest",
+        description="Compacted Kafka topic that every marts build and live refresh sends the headline metrics to "
+        "(docs/serving.md#the-metrics-topic); empty: send nothing.",
+    )
     schema_dir: Path | None = Field(
         default=None,
         description="Schema registry directory (<event_type>/v<N>.avsc). Default: the package's contracts/schemas.",

@@ -1,4 +1,4 @@
-"""Kafka topic administration: one topic per event type, created idempotently."""
+"""Kafka topic administration: one topic per event type (and the metrics topic), created idempotently."""
 
 from __future__ import annotations
 
@@ -11,8 +11,11 @@ from analytics_platform.exceptions import BrokerError
 ADMIN_TIMEOUT_S = 15.0
 
 
-def create_topics(bootstrap_servers: str, partitions: int, topics: list[str] | None = None) -> list[str]:
-    """Create the event topics that do not exist yet; returns the ones created."""
+def create_topics(
+    bootstrap_servers: str, partitions: int, topics: list[str] | None = None, config: dict[str, str] | None = None
+) -> list[str]:
+    """Create the event topics (or ``topics``, with topic ``config``) that do not exist yet; returns the ones
+    created."""
     admin = AdminClient({"bootstrap.servers": bootstrap_servers})
     wanted = topics or event_topics()
     try:
@@ -26,7 +29,7 @@ def create_topics(bootstrap_servers: str, partitions: int, topics: list[str] | N
     if not missing:
         return []
     futures = admin.create_topics(
-        [NewTopic(topic, num_partitions=partitions, replication_factor=1) for topic in missing],
+        [NewTopic(topic, num_partitions=partitions, replication_factor=1, config=config or {}) for topic in missing],
         operation_timeout=ADMIN_TIMEOUT_S,
     )
     created = []

@@ -1,10 +1,12 @@
-"""Everything the transform layer adds to the code location: dbt assets, their jobs, sensors and schedule."""
+"""Everything the transform layer adds to the code location: dbt assets, their jobs (with the metrics topic
+that follows each publish), sensors and schedule."""
 
 import functools
 
 import dagster as dg
 
 from analytics_platform.defs.quality.checks import raw_quality_checks
+from analytics_platform.defs.serving.metrics_latest import metrics_latest
 from analytics_platform.defs.transform.assets import daily_mart_assets, dbt_model_assets, dbt_snapshot_assets
 from analytics_platform.defs.transform.jobs import marts_jobs
 from analytics_platform.defs.transform.live import follow_live_facts_job, live_facts_sensor
@@ -18,9 +20,9 @@ from analytics_platform.warehouse.refresh import BUILD_JOB, REFRESH_JOB
 @functools.cache
 def transform_definitions() -> dg.Definitions:
     snapshots, models, daily = dbt_snapshot_assets(), dbt_model_assets(), daily_mart_assets()
-    jobs = marts_jobs(snapshots, models, daily, raw_quality_checks())
+    jobs = marts_jobs(snapshots, models, daily, raw_quality_checks(), metrics_latest)
     return dg.Definitions(
-        assets=[snapshots, models, daily],
+        assets=[snapshots, models, daily, metrics_latest],
         jobs=[*jobs, follow_live_facts_job],
         sensors=[build_marts_sensor([job for job in jobs if job.name in (REFRESH_JOB, BUILD_JOB)]), live_facts_sensor],
         schedules=[daily_marts_yesterday],

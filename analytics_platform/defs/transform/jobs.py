@@ -12,12 +12,15 @@ def marts_jobs(
     models: dg.AssetsDefinition,
     daily: dg.AssetsDefinition,
     raw_checks: dg.AssetChecksDefinition,
+    downstream: dg.AssetsDefinition,
 ) -> list:  # unresolved asset jobs (their class is not public)
+    """``downstream``: what follows every publish (the metrics topic), in the same run."""
     checks = dg.AssetSelection.checks(raw_checks)
+    after = dg.AssetSelection.assets(downstream)
     return [
         dg.define_asset_job(
             BUILD_JOB,
-            selection=dg.AssetSelection.assets(snapshots, models) | checks,
+            selection=dg.AssetSelection.assets(snapshots, models) | checks | after,
             executor_def=dg.in_process_executor,
             tags=CRASH_RETRY_TAGS,
             description="Raw quality checks, then dbt builds of the snapshots and every model that is not daily, "
@@ -25,7 +28,7 @@ def marts_jobs(
         ),
         dg.define_asset_job(
             DAILY_JOB,
-            selection=dg.AssetSelection.assets(daily) | checks,
+            selection=dg.AssetSelection.assets(daily) | checks | after,
             executor_def=dg.in_process_executor,
             tags=CRASH_RETRY_TAGS,
             description="Raw quality checks, then delete and rebuild the daily facts of the run's days (a "
@@ -33,7 +36,7 @@ def marts_jobs(
         ),
         dg.define_asset_job(
             REFRESH_JOB,
-            selection=dg.AssetSelection.assets(snapshots, models, daily) | checks,
+            selection=dg.AssetSelection.assets(snapshots, models, daily) | checks | after,
             executor_def=dg.in_process_executor,
             tags=CRASH_RETRY_TAGS,
             description="What build_marts does, then the daily facts of the run's days, in one run: the marts "

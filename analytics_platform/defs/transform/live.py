@@ -24,11 +24,14 @@ from analytics_platform.defs.runs import (
     last_run_failed_terminally,
     wait_for_run_to_end,
 )
+from analytics_platform.defs.serving.metrics_latest import METRICS_LATEST
 from analytics_platform.defs.transform.project import dbt_manifest
+from analytics_platform.defs.transform.published import PublishedMartsResource
 from analytics_platform.defs.transform.translator import PlatformDbtTranslator
-from analytics_platform.exceptions import QualityGateError
+from analytics_platform.exceptions import DeliveryError, QualityGateError
 from analytics_platform.lakehouse.catalog import load_catalog
 from analytics_platform.quality.checks import CHECKS
+from analytics_platform.serving.metrics_topic import MetricsPublisher
 from analytics_platform.settings import Settings
 from analytics_platform.warehouse.live import LIVE_TAG, days_between, live_facts_behind, refresh_live_facts
 
@@ -78,11 +81,17 @@ class FollowConfig(dg.Config):
 
 @dg.op(name=LIVE_OP, retry_policy=TRANSIENT_RETRY)
 def follow_live_facts_op(
-    context: dg.OpExecutionContext, config: FollowConfig, dbt: DbtCliResource, platform: PlatformResource
+    context: dg.OpExecutionContext,
+    config: FollowConfig,
+    dbt: DbtCliResource,
+    platform: PlatformResource,
+    marts: PublishedMartsResource,
 ) -> None:
     """Refresh the live facts every ``marts_live_interval_s`` for ``follow_s``; each refresh is a
-    materialization of the live models' touched partitions."""
+    materialization of the live models' touched partitions, and sends the changed headline values to
+    the metrics topic (a materialization of it)."""
     settings = platform.settings()
+    metrics = MetricsPublisher(settings)
 
     def run_dbt(args: list[str], target: Path) -> None:
         dbt.cli(args, target_path=target).wait()
@@ -103,10 +112,26 @@ def follow_live_facts_op(
                 for key in live_model_keys():
                     for day in days_between(refresh.keys):
                         context.log_event(dg.AssetMaterialization(key, partition=day, metadata=metadata))
+                publish_metrics(context, metrics, marts)
             wait = settings.marts_live_interval_s - (time.monotonic() - started)
             if time.monotonic() + max(wait, 0) >= deadline:
                 return
             time.sleep(max(wait, 0))
+
+
+def publish_metrics(context: dg.OpExecutionContext, metrics: MetricsPublisher, marts: PublishedMartsResource) -> None:
+    """Send the refreshed headline values; if Kafka does not take them, the next refresh sends them."""
+    try:
+        with marts.published() as published:
+            sent = metrics.publish(published.connection, published.build_id, published.path)
+    except DeliveryError as error:
+        context.log.warning(str(error))
+        return
+    context.log_event(
+        dg.AssetMaterialization(
+            METRICS_LATEST, metadata={"sent": sent, "build": published.build_id, "topic": metrics.topic}
+        )
+    )
 
 
 @dg.job(

@@ -8,6 +8,7 @@ build after build.
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -24,6 +25,7 @@ MARTS_SCHEMA = "marts"
 class Published:
     build_id: str  # the build's folder under <duckdb dir>/builds
     connection: duckdb.DuckDBPyConnection
+    path: Path
 
 
 class PublishedMartsResource(dg.ConfigurableResource):
@@ -41,7 +43,7 @@ class PublishedMartsResource(dg.ConfigurableResource):
             raise NotPublishedError(f"no marts are published yet in {settings.duckdb_path}")
         config = {**duckdb_config(settings), "access_mode": "READ_ONLY"}
         with DuckDBResource(database=str(build), connection_config=config).get_connection() as connection:
-            yield Published(build.parent.name, connection)
+            yield Published(build.parent.name, connection, build)
 
 
 def observe_published(context: dg.AssetExecutionContext, marts: PublishedMartsResource) -> None:

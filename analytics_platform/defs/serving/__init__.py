@@ -1,0 +1,1 @@
+"""The serving layer's Dagster parts: the compacted metrics topic."""
