@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import free_port, isolate, percentile
+from common import free_port, isolate, percentile, serving_broker
 
 CLIENTS = 16
 PAGE_METRICS = (
@@ -57,92 +57,95 @@ def run(home: Path, *, duration_s: float, echo) -> dict[str, Any]:  # type: igno
     os.environ["PLATFORM_API_PORT"] = str(port)
     settings = get_settings()
     key = KeyStore(settings.api_keys_path).create(f"bench-{port}", Role.analyst, None)
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "analytics-platform"), "serve"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if _get(http.client.HTTPConnection("127.0.0.1", port, timeout=5), "/healthz", key)[0] == 200:
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-
-        # Baseline: each metric's first page in process, on the published build.
-        from analytics_platform.serving.metrics import METRICS, Scope, read_page
-
-        baseline: list[float] = []
-        with connect_marts(settings) as con:
-            for _ in range(20):
-                for name in PAGE_METRICS:
-                    started = time.perf_counter()
-                    read_page(con, METRICS[name], {}, Scope(), None, 100)
-                    baseline.append(time.perf_counter() - started)
-
-        # Load: CLIENTS threads for duration_s while a full build runs and publishes.
-        build = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve().parent / "worker.py"), "build", "full"],
+    with serving_broker():  # the build under load ends by sending the metrics topic
+        server = subprocess.Popen(
+            [str(Path(sys.executable).parent / "analytics-platform"), "serve"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
-        latencies: list[float] = []
-        errors: list[int] = []
-        lock = threading.Lock()
-        stop = time.monotonic() + duration_s
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if _get(http.client.HTTPConnection("127.0.0.1", port, timeout=5), "/healthz", key)[0] == 200:
+                        break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
 
-        def client(index: int) -> None:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            turn = index
-            while time.monotonic() < stop:
-                status, seconds = _get(connection, f"/v1/metrics/{PAGE_METRICS[turn % len(PAGE_METRICS)]}", key)
-                turn += 1
-                with lock:
-                    latencies.append(seconds)
-                    if status != 200:
-                        errors.append(status)
+            # Baseline: each metric's first page in process, on the published build.
+            from analytics_platform.serving.metrics import METRICS, Scope, read_page
 
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
-        began = time.monotonic()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        elapsed = time.monotonic() - began
-        build_overlapped = build.poll() is None
-        build.wait()
-        echo(
-            f"  {len(latencies):,} requests in {elapsed:.0f}s, {len(errors)} errors; "
-            f"the build ran throughout: {build_overlapped}"
-        )
+            baseline: list[float] = []
+            with connect_marts(settings) as con:
+                for _ in range(20):
+                    for name in PAGE_METRICS:
+                        started = time.perf_counter()
+                        read_page(con, METRICS[name], {}, Scope(), None, 100)
+                        baseline.append(time.perf_counter() - started)
 
-        # Drill-down by correlation id: API vs a DuckDB iceberg_scan with the same filter, in process.
-        catalog = load_catalog(settings)
-        purchases = catalog.load_table("raw.purchase").scan(selected_fields=("correlation_id",)).to_arrow()
-        ids = random.Random(7).sample(purchases.column("correlation_id").to_pylist(), DRILL_LOOKUPS)
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        drill = [_get(connection, f"/v1/events?correlation_id={cid}", key)[1] for cid in ids]
-        install_extensions(settings)
-        import duckdb
+            # Load: CLIENTS threads for duration_s while a full build runs and publishes.
+            build = subprocess.Popen(
+                [sys.executable, str(Path(__file__).resolve().parent / "worker.py"), "build", "full"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            latencies: list[float] = []
+            errors: list[int] = []
+            lock = threading.Lock()
+            stop = time.monotonic() + duration_s
 
-        direct: list[float] = []
-        with duckdb.connect(config=duckdb_config(settings)) as con:
-            con.execute("load iceberg")
-            locations = [catalog.load_table(f"raw.{name}").metadata_location for name in event_types()]
-            for cid in ids:
-                started = time.perf_counter()
-                for location in locations:
-                    con.execute("select * from iceberg_scan(?) where correlation_id = ?", [location, cid]).fetchall()
-                direct.append(time.perf_counter() - started)
-        raw_rows = sum(row_count(catalog.load_table(f"raw.{name}")) for name in event_types())
-    finally:
-        server.terminate()
-        server.wait(30)
+            def client(index: int) -> None:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                turn = index
+                while time.monotonic() < stop:
+                    status, seconds = _get(connection, f"/v1/metrics/{PAGE_METRICS[turn % len(PAGE_METRICS)]}", key)
+                    turn += 1
+                    with lock:
+                        latencies.append(seconds)
+                        if status != 200:
+                            errors.append(status)
+
+            threads = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
+            began = time.monotonic()
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            elapsed = time.monotonic() - began
+            build_overlapped = build.poll() is None
+            build.wait()
+            echo(
+                f"  {len(latencies):,} requests in {elapsed:.0f}s, {len(errors)} errors; "
+                f"the build ran throughout: {build_overlapped}"
+            )
+
+            # Drill-down by correlation id: API vs a DuckDB iceberg_scan with the same filter, in process.
+            catalog = load_catalog(settings)
+            purchases = catalog.load_table("raw.purchase").scan(selected_fields=("correlation_id",)).to_arrow()
+            ids = random.Random(7).sample(purchases.column("correlation_id").to_pylist(), DRILL_LOOKUPS)
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            drill = [_get(connection, f"/v1/events?correlation_id={cid}", key)[1] for cid in ids]
+            install_extensions(settings)
+            import duckdb
+
+            direct: list[float] = []
+            with duckdb.connect(config=duckdb_config(settings)) as con:
+                con.execute("load iceberg")
+                locations = [catalog.load_table(f"raw.{name}").metadata_location for name in event_types()]
+                for cid in ids:
+                    started = time.perf_counter()
+                    for location in locations:
+                        con.execute(
+                            "select * from iceberg_scan(?) where correlation_id = ?", [location, cid]
+                        ).fetchall()
+                    direct.append(time.perf_counter() - started)
+            raw_rows = sum(row_count(catalog.load_table(f"raw.{name}")) for name in event_types())
+        finally:
+            server.terminate()
+            server.wait(30)
     return {
         "requests": len(latencies),
         "errors": len(errors),

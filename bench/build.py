@@ -13,7 +13,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from common import free_port, isolate, worker
+from common import free_port, isolate, serving_broker, worker
 
 SPAN_DAYS = 3  # the generator's days= for the ingest stage's data
 
@@ -68,23 +68,25 @@ def grow(settings, factor: int, *, only_day: date | None = None) -> int:  # type
 def run(home: Path, *, events: int, repeat: int, start: date, echo) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     from analytics_platform.settings import get_settings
 
-    isolate(home, free_port())  # the ingest stage's home, whose raw tables hold `events` events; no broker needed
+    isolate(home, free_port())  # the ingest stage's home, whose raw tables hold `events` events
     settings = get_settings()
 
-    def builds(label: str, *args: object) -> list[dict[str, Any]]:
-        results = []
-        for index in range(repeat):
-            result = worker("build", *args)
-            results.append(result)
-            echo(f"  {label} rep {index + 1}: {result['seconds']:.1f}s, peak RSS {result['peak_rss_mb']:,.0f} MiB")
-        return results
+    with serving_broker():  # the builds end by sending the metrics topic
 
-    full_small = builds(f"full build at {events:,} events", "full")
-    echo(f"growing the raw tables to {10 * events:,} events ...")
-    grow(settings, 10)
-    full_large = builds(f"full build at {10 * events:,} events", "full")
-    new_day = start + timedelta(days=10 * SPAN_DAYS)
-    added = grow(settings, 10, only_day=new_day)
-    echo(f"one new day ({new_day}, {added:,} events) ...")
-    day = builds(f"daily build of {new_day}", "day", new_day.isoformat())
-    return {"full_small": full_small, "full_large": full_large, "day": day, "day_events": added}
+        def builds(label: str, *args: object) -> list[dict[str, Any]]:
+            results = []
+            for index in range(repeat):
+                result = worker("build", *args)
+                results.append(result)
+                echo(f"  {label} rep {index + 1}: {result['seconds']:.1f}s, peak RSS {result['peak_rss_mb']:,.0f} MiB")
+            return results
+
+        full_small = builds(f"full build at {events:,} events", "full")
+        echo(f"growing the raw tables to {10 * events:,} events ...")
+        grow(settings, 10)
+        full_large = builds(f"full build at {10 * events:,} events", "full")
+        new_day = start + timedelta(days=10 * SPAN_DAYS)
+        added = grow(settings, 10, only_day=new_day)
+        echo(f"one new day ({new_day}, {added:,} events) ...")
+        day = builds(f"daily build of {new_day}", "day", new_day.isoformat())
+        return {"full_small": full_small, "full_large": full_large, "day": day, "day_events": added}

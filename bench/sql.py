@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import free_port, isolate, percentile
+from common import free_port, isolate, percentile, serving_broker
 
 SESSIONS = 8
 QUERIES_PER_SESSION = 20
@@ -42,75 +42,76 @@ def run(home: Path, *, duration_s: float, echo) -> dict[str, Any]:  # type: igno
     settings = get_settings()
     key = KeyStore(settings.api_keys_path).create(f"bench-sql-{port}", Role.analyst, None)
     url = f"postgresql://bench-sql-{port}:{key}@127.0.0.1:{port}/warehouse"
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "analytics-platform"), "sql"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                psycopg.connect(url, connect_timeout=2).close()
-                break
-            except psycopg.OperationalError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-
-        baseline: list[float] = []
-        with connect_marts(settings) as con:
-            for _ in range(20):
-                for sql, parameters in zip(QUERIES, PARAMETERS, strict=True):
-                    started = time.perf_counter()
-                    con.execute(sql.replace("%s", "?"), list(parameters)).fetchall()
-                    baseline.append(time.perf_counter() - started)
-
-        build = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve().parent / "worker.py"), "build", "full"],
+    with serving_broker():  # the build under load ends by sending the metrics topic
+        server = subprocess.Popen(
+            [str(Path(sys.executable).parent / "analytics-platform"), "sql"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
-        latencies: list[float] = []
-        errors: list[str] = []
-        lock = threading.Lock()
-        stop = time.monotonic() + duration_s
-
-        def client(index: int) -> None:
-            turn = index
-            while time.monotonic() < stop:
+        try:
+            deadline = time.monotonic() + 60
+            while True:
                 try:
-                    with psycopg.connect(url) as con:
-                        for _ in range(QUERIES_PER_SESSION):
-                            if time.monotonic() >= stop:
-                                break
-                            sql, parameters = QUERIES[turn % 2], PARAMETERS[turn % 2]
-                            started = time.perf_counter()
-                            con.execute(sql, parameters).fetchall()
-                            with lock:
-                                latencies.append(time.perf_counter() - started)
-                            turn += 1
-                except psycopg.Error as error:
-                    with lock:
-                        errors.append(str(error))
+                    psycopg.connect(url, connect_timeout=2).close()
+                    break
+                except psycopg.OperationalError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
 
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(SESSIONS)]
-        began = time.monotonic()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        elapsed = time.monotonic() - began
-        build_overlapped = build.poll() is None
-        build.wait()
-        echo(
-            f"  {len(latencies):,} queries in {elapsed:.0f}s, {len(errors)} errors; "
-            f"the build ran throughout: {build_overlapped}"
-        )
-    finally:
-        server.terminate()
-        server.wait(30)
+            baseline: list[float] = []
+            with connect_marts(settings) as con:
+                for _ in range(20):
+                    for sql, parameters in zip(QUERIES, PARAMETERS, strict=True):
+                        started = time.perf_counter()
+                        con.execute(sql.replace("%s", "?"), list(parameters)).fetchall()
+                        baseline.append(time.perf_counter() - started)
+
+            build = subprocess.Popen(
+                [sys.executable, str(Path(__file__).resolve().parent / "worker.py"), "build", "full"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            latencies: list[float] = []
+            errors: list[str] = []
+            lock = threading.Lock()
+            stop = time.monotonic() + duration_s
+
+            def client(index: int) -> None:
+                turn = index
+                while time.monotonic() < stop:
+                    try:
+                        with psycopg.connect(url) as con:
+                            for _ in range(QUERIES_PER_SESSION):
+                                if time.monotonic() >= stop:
+                                    break
+                                sql, parameters = QUERIES[turn % 2], PARAMETERS[turn % 2]
+                                started = time.perf_counter()
+                                con.execute(sql, parameters).fetchall()
+                                with lock:
+                                    latencies.append(time.perf_counter() - started)
+                                turn += 1
+                    except psycopg.Error as error:
+                        with lock:
+                            errors.append(str(error))
+
+            threads = [threading.Thread(target=client, args=(i,)) for i in range(SESSIONS)]
+            began = time.monotonic()
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            elapsed = time.monotonic() - began
+            build_overlapped = build.poll() is None
+            build.wait()
+            echo(
+                f"  {len(latencies):,} queries in {elapsed:.0f}s, {len(errors)} errors; "
+                f"the build ran throughout: {build_overlapped}"
+            )
+        finally:
+            server.terminate()
+            server.wait(30)
     return {
         "queries": len(latencies),
         "errors": len(errors),
