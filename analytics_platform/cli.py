@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 import typer
 from pydantic import BaseModel
 
+from analytics_platform.bi.commands import bi_app
 from analytics_platform.exceptions import PlatformError
 from analytics_platform.kafka import broker as embedded_broker
 from analytics_platform.serving.replays import DaysReplay, DeadLettersReplay, OffsetsReplay
@@ -50,6 +51,7 @@ replay_app = typer.Typer(
 app.add_typer(replay_app, name="replay")
 api_key_app = typer.Typer(help="API keys of the serving API: roles and country limits.", no_args_is_help=True)
 app.add_typer(api_key_app, name="api-key")
+app.add_typer(bi_app, name="bi")  # Apache Superset (docs/bi.md)
 
 
 def _settings() -> Settings:

@@ -107,3 +107,7 @@ class BuildGoneError(ServingError):
 
 class NotPublishedError(ServingError):
     """No marts build has been published yet (nothing to answer from)."""
+
+
+class SupersetError(TerminalError):
+    """Superset could not be installed, initialised, fed its dashboards or started; the message says why."""

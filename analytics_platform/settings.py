@@ -194,13 +194,25 @@ class Settings(BaseSettings):
         description="Where the API reaches the Dagster webserver's GraphQL API to launch replays (in compose, "
         "http://dagster-webserver:3000). Default: PLATFORM_DAGSTER_UI_URL.",
     )
+    superset_port: int = Field(default=8088, description="Port of Apache Superset (`analytics-platform bi start`).")
+    superset_venv: Path | None = Field(
+        default=None,
+        description="Superset's own venv (it needs SQLAlchemy 1.4; ~700 MB), installed on first use from "
+        "analytics_platform/bi/superset-requirements.txt. Point several homes, the tests and CI at one venv "
+        "to install it once. Default: <home>/superset/venv.",
+    )
+    superset_admin_password: str | None = Field(
+        default=None,
+        description="Password of Superset's `admin` user, set on every start. Default: generated once into "
+        "<home>/superset/admin-password (mode 0600).",
+    )
 
     @field_validator("home", mode="after")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
         return value.expanduser().resolve()
 
-    @field_validator("broker_port", "api_port", "sql_port")
+    @field_validator("broker_port", "api_port", "sql_port", "superset_port")
     @classmethod
     def _valid_port(cls, value: int, info: ValidationInfo) -> int:
         if not 0 < value < 65536:
@@ -251,6 +263,15 @@ class Settings(BaseSettings):
     @property
     def broker_dir(self) -> Path:
         return (self.broker_state_dir or self.home / "broker").expanduser().resolve()
+
+    @property
+    def superset_home_path(self) -> Path:
+        """Superset's state: metadata DB, config, secret key, admin password, logs."""
+        return self.home / "superset"
+
+    @property
+    def superset_venv_path(self) -> Path:
+        return (self.superset_venv or self.superset_home_path / "venv").expanduser().resolve()
 
 
 def get_settings() -> Settings:
