@@ -107,6 +107,11 @@ class Settings(BaseSettings):
         "(metadata only), so commit time does not grow with every commit.",
     )
     raw_namespace: str = Field(default="raw", description="Iceberg namespace of the raw event tables.")
+    marts_namespace: str = Field(
+        default="marts",
+        description="Iceberg namespace every marts build also writes its marts to, for Trino, Spark or pyiceberg "
+        "(docs/bi.md#the-marts-as-iceberg-tables).",
+    )
     metrics_topic: str = Field(
         default="metrics.latest",
         description="Compacted Kafka topic that every marts build and live refresh sends the headline metrics to "

@@ -1,1 +1,1 @@
-"""The serving layer's Dagster parts: the compacted metrics topic."""
+"""The serving layer's Dagster parts: the compacted metrics topic and the marts as Iceberg tables."""

@@ -12,11 +12,11 @@ def marts_jobs(
     models: dg.AssetsDefinition,
     daily: dg.AssetsDefinition,
     raw_checks: dg.AssetChecksDefinition,
-    downstream: dg.AssetsDefinition,
+    downstream: list[dg.AssetsDefinition],
 ) -> list:  # unresolved asset jobs (their class is not public)
-    """``downstream``: what follows every publish (the metrics topic), in the same run."""
+    """``downstream``: what follows every publish (the metrics topic, the Iceberg marts), in the same run."""
     checks = dg.AssetSelection.checks(raw_checks)
-    after = dg.AssetSelection.assets(downstream)
+    after = dg.AssetSelection.assets(*downstream)
     return [
         dg.define_asset_job(
             BUILD_JOB,

@@ -1,10 +1,12 @@
-"""The compacted ``metrics.latest`` topic: every marts build sends the headline metrics, and a consumer
-that keeps the last value per key (kafka-python, an outside client) ends with the marts' values."""
+"""What every marts build does after it publishes: it sends the headline metrics to the compacted
+``metrics.latest`` topic, where a consumer that keeps the last value per key (kafka-python, an outside
+client) ends with the marts' values; and it writes every mart to Iceberg, where pyiceberg reads the same
+rows as DuckDB does in the build."""
 
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import duckdb
 import pytest
@@ -13,10 +15,12 @@ from kafka import KafkaConsumer, TopicPartition
 
 from analytics_platform.contracts.envelope import event_types
 from analytics_platform.ingest.land import ingest_until_caught_up
+from analytics_platform.lakehouse.catalog import load_catalog
 from analytics_platform.local.orchestration import build_marts
 from analytics_platform.serving.metrics_topic import MINUTES
 from analytics_platform.settings import Settings
 from analytics_platform.warehouse.connections import current_build
+from analytics_platform.warehouse.iceberg_marts import BUILD_ID_KEY
 from tests.helpers import produce
 
 pytestmark = pytest.mark.integration
@@ -84,12 +88,36 @@ def expected_values(settings: Settings) -> tuple[dict[str, float], str]:
     return expected, build.parent.name
 
 
+def assert_iceberg_marts_equal_the_build(settings: Settings) -> None:
+    build = current_build(settings)
+    assert build is not None
+    catalog = load_catalog(settings)
+    with duckdb.connect(str(build), read_only=True) as con:
+        names = [
+            n for (n,) in con.execute("select table_name from duckdb_tables() where schema_name = 'marts'").fetchall()
+        ]
+        assert len(names) >= 10
+        for name in names:
+            table = catalog.load_table(f"{settings.marts_namespace}.{name}")
+            assert table.current_snapshot().summary[BUILD_ID_KEY] == build.parent.name
+            iceberg = table.scan().to_arrow()
+            duck = con.execute(f"select * from marts.{name}").to_arrow_table()
+            assert iceberg.num_rows == duck.num_rows, name
+            columns = duck.column_names
+            assert sorted(map(_row, iceberg.select(columns).to_pylist())) == sorted(map(_row, duck.to_pylist())), name
+
+
+def _row(row: dict) -> str:
+    """A row as comparable text: the same instant whichever name its time zone has (UTC, Etc/UTC)."""
+    return repr([v.astimezone(UTC) if isinstance(v, datetime) and v.tzinfo else v for v in row.values()])
+
+
 def land_everything(settings: Settings) -> None:
     for event_type in event_types().values():
         ingest_until_caught_up(settings, event_type.topic)
 
 
-def test_a_consumer_keeping_the_last_value_per_key_ends_with_the_marts_values(broker: Settings) -> None:
+def test_each_build_sends_the_metrics_topic_and_writes_the_marts_to_iceberg(broker: Settings) -> None:
     produce(broker, 6_000, seed=21, days=2)
     land_everything(broker)
     build_marts(broker)
@@ -102,6 +130,7 @@ def test_a_consumer_keeping_the_last_value_per_key_ends_with_the_marts_values(br
     some_day = next(record for key, record in latest.items() if key.startswith("dau:day:"))
     assert some_day["grain"] == "day" and date.fromisoformat(some_day["bucket"])
     assert some_day["as_of"]["build"] == build_id and some_day["as_of"]["raw"]  # as the API says it
+    assert_iceberg_marts_equal_the_build(broker)
 
     # More events for the same days, a new build: the changed values are sent again, the consumer's
     # last values are the new build's, and the topic is compacted so a new consumer needs only those.
@@ -116,6 +145,7 @@ def test_a_consumer_keeping_the_last_value_per_key_ends_with_the_marts_values(br
     )
     assert expected_now.keys() <= latest.keys()
     assert any(record["build"] == build_now for record in latest.values())
+    assert_iceberg_marts_equal_the_build(broker)
 
     admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers})
     resource = ConfigResource(ConfigResource.Type.TOPIC, broker.metrics_topic)
