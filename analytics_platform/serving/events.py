@@ -17,14 +17,13 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
 from analytics_platform.contracts.envelope import event_types
-from analytics_platform.exceptions import BuildGoneError, InvalidRequestError
+from analytics_platform.exceptions import BuildGoneError, InvalidRequestError, TableNotFoundError
 from analytics_platform.lakehouse.lineage import ingested_until, landings
-from analytics_platform.lakehouse.tables import DEAD_LETTER_TABLE, open_raw_table, read_dead_letters
+from analytics_platform.lakehouse.tables import DEAD_LETTER_TABLE, open_raw_table, open_table
 from analytics_platform.serving.metrics import Scope
 from analytics_platform.settings import Settings
 from analytics_platform.warehouse.connections import duckdb_config, install_extensions
@@ -81,16 +80,32 @@ def events_by_correlation_id(
     if scope.countries is not None:
         events = _within_countries(events, scope.countries, countries)
     events.sort(key=_position)
-    dead_letters: list[dict[str, Any]] = []
-    if scope.countries is None:
-        dead = read_dead_letters(catalog, settings, DEAD_LETTER_TABLE)
-        if dead.num_rows:
-            carrying = dead.filter(pc.fill_null(pc.match_substring(dead["raw_value"], correlation_id), False))
-            dead_letters = [
-                _json({field: row[field] for field in DEAD_LETTER_FIELDS} | {"raw_value": _text(row["raw_value"])})
-                for row in carrying.to_pylist()
-            ]
+    dead_letters = _dead_letters_carrying(lake, catalog, settings, correlation_id) if scope.countries is None else []
     return Drill(correlation_id, events, dead_letters, scope.countries is None, snapshots)
+
+
+def _dead_letters_carrying(
+    lake: duckdb.DuckDBPyConnection, catalog: Catalog, settings: Settings, correlation_id: str
+) -> list[dict[str, Any]]:
+    """The dead letters whose bytes contain ``correlation_id``. The search runs in DuckDB on the bytes as
+    escaped text (the id escaped the same way, by the same cast), so only candidates reach Python, which
+    checks the bytes themselves."""
+    try:
+        table = open_table(catalog, settings, DEAD_LETTER_TABLE)
+    except TableNotFoundError:
+        return []
+    if table.current_snapshot() is None:
+        return []
+    rows = lake.execute(
+        f"select {', '.join(DEAD_LETTER_FIELDS)}, raw_value from iceberg_scan(?) "
+        "where strpos(raw_value::varchar, ?::varchar) > 0",
+        [table.metadata_location, needle := correlation_id.encode()],  # bytes: a BLOB parameter
+    ).to_arrow_table()
+    return [
+        _json({field: row[field] for field in DEAD_LETTER_FIELDS} | {"raw_value": _text(row["raw_value"])})
+        for row in rows.to_pylist()
+        if needle in row["raw_value"]
+    ]
 
 
 def _events(
