@@ -67,6 +67,7 @@ def start(
         superset.wait_until_healthy(server, home, port)
         _echo(
             f"Superset: http://127.0.0.1:{port}/superset/dashboard/product/\n"
+            f"operations: http://127.0.0.1:{port}/superset/dashboard/operations/\n"
             f"login: {superset.ADMIN_USER} / {superset.admin_password(settings)}\n"
             f"reading {home.warehouse} (each query reads the build published then); logs in {home.logs}\n"
             "Ctrl-C stops it"

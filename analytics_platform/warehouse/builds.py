@@ -33,6 +33,8 @@ from analytics_platform.exceptions import TableNotFoundError, WarehouseFullError
 from analytics_platform.lakehouse.tables import (
     DEAD_LETTER_SCHEMA,
     DEAD_LETTER_TABLE,
+    LINEAGE_SCHEMA,
+    LINEAGE_TABLE,
     contract_for,
     open_table,
     raw_table_schema,
@@ -58,6 +60,8 @@ SNAPSHOT_TIMES_TABLE = "raw_snapshot_times"
 RAW_PINS = "raw_views"
 LIVE_PINS = "live_facts"
 MARTS_PINS = "marts"
+# The view ``raw.table_snapshots``: the snapshots each raw table's pinned metadata keeps, with their summaries.
+TABLE_SNAPSHOTS_VIEW = "table_snapshots"
 
 
 def build_lock(settings: Settings) -> contextlib.AbstractContextManager[None]:
@@ -160,12 +164,17 @@ def pin_raw_views(settings: Settings, catalog: Catalog, build: Path, as_of: date
     """Point the build's ``raw`` views at each raw table's current snapshot; returns the event tables'
     snapshot ids (0 for a table without one), also recorded in the build as its ``raw`` pins.
 
+    Besides ``raw.<event type>`` and ``raw.dead_letter``: ``raw.ingest_snapshots`` (the summaries of expired
+    raw snapshots, see :mod:`analytics_platform.lakehouse.lineage`) and ``raw.table_snapshots`` (those the
+    pinned metadata still keeps), what the operations models read ingest runs from.
     A table that has no snapshot, or does not exist yet, is an empty view of its schema's shape.
     ``as_of``: the views show only rows ingested at or before it, which is what the tables held then
     (they are append-only), however long ago: snapshot history is expired, ``ingested_at`` is not."""
     schemas = {name: raw_table_schema(contract_for(settings, t)) for name, t in event_types().items()}
     schemas[DEAD_LETTER_TABLE] = DEAD_LETTER_SCHEMA
+    schemas[LINEAGE_TABLE] = LINEAGE_SCHEMA
     pins = {}
+    metadata: dict[str, str] = {}
     con = duckdb.connect(str(build), config=duckdb_config(settings))
     try:
         con.execute("load iceberg")
@@ -187,14 +196,40 @@ def pin_raw_views(settings: Settings, catalog: Catalog, build: Path, as_of: date
                     f"create or replace view raw.{name} as "
                     f"select * from iceberg_scan('{table.metadata_location}'){until}"
                 )
-            if name != DEAD_LETTER_TABLE:
+                if name != LINEAGE_TABLE:
+                    metadata[name] = table.metadata_location
+            if name not in (DEAD_LETTER_TABLE, LINEAGE_TABLE):
                 pins[name] = snapshot.snapshot_id if snapshot else 0
+        _create_table_snapshots_view(con, metadata)
         _record_pins(con, RAW_PINS, pins)
         if as_of is None:  # the newest event times are kept per snapshot: an as-of view would skew them
             _record_newest_event_times(con, pins)
     finally:
         con.close()
     return pins
+
+
+def _create_table_snapshots_view(con: duckdb.DuckDBPyConnection, metadata: dict[str, str]) -> None:
+    """``raw.table_snapshots``: one row per snapshot each raw table's pinned metadata file keeps (its commit
+    time and summary: the ingest time, Dagster run, batch id, added records), read from that file itself.
+
+    DuckDB's ``iceberg_snapshots()`` (extension 1.5.5) lists only sequence number, id, time, manifest list and
+    operation, not the summary, so the view parses the metadata JSON (what ``iceberg_scan`` reads too; a few
+    KB, as many snapshots as ``PLATFORM_RAW_SNAPSHOTS_KEPT`` keeps). Expired snapshots are in ``raw.ingest_snapshots``.
+    """
+    selects = [
+        f"select '{name}' as table_name, unnest(json_extract(content, '$.snapshots[*]')) as snapshot "
+        f"from read_text('{location}')"
+        for name, location in metadata.items()
+    ]
+    columns = (
+        "table_name, (snapshot->>'snapshot-id')::bigint as snapshot_id, "
+        "to_timestamp((snapshot->>'timestamp-ms')::bigint / 1000) as committed_at, "
+        "(snapshot->'summary')::varchar as summary"
+    )
+    relation = " union all ".join(selects) if selects else "select null::varchar as table_name, null::json as snapshot"
+    where = "" if selects else " where false"
+    con.execute(f"create or replace view raw.{TABLE_SNAPSHOTS_VIEW} as select {columns} from ({relation}){where}")
 
 
 def _record_newest_event_times(con: duckdb.DuckDBPyConnection, pins: dict[str, int]) -> None:

@@ -3,9 +3,9 @@
 Run by Superset's venv, which has selenium (a Superset dependency) and Pillow, with Debian's chromium and
 chromium-driver (no driver download): ``<superset venv>/bin/python -I screenshot.py URL SLUG USER OUT.png``
 with the password in ``SUPERSET_PASSWORD``. It logs in through the form as a person does, opens the dashboard
-standalone (no menu bar), waits until each chart holds an ECharts instance and no spinner is left, and prints
-one JSON object: the chart and ECharts counts, the texts of error or empty-state elements, and the number of
-colours in the image (a blank page has a handful).
+standalone (no menu bar), waits until each chart holds an ECharts instance (or, a table chart, a table with
+rows) and no spinner is left, and prints one JSON object: the chart and drawn-chart counts, the texts of
+error or empty-state elements, and the number of colours in the image (a blank page has a handful).
 """
 
 from __future__ import annotations
@@ -22,7 +22,11 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 CHARTS = ".dashboard-chart"
-DRAWN = ".dashboard-chart [_echarts_instance_]"
+# A chart is drawn when it holds an ECharts instance, or (a table chart) a table with rows.
+COUNT_DRAWN = (
+    "return [...document.querySelectorAll('.dashboard-chart')]"
+    ".filter(c => c.querySelector('[_echarts_instance_], table tbody tr')).length"
+)
 LOADING = ".dashboard-chart .loading, [data-test=loading-indicator]"
 # A chart error is an alert; an empty result is Superset's empty state ("No results were returned ...").
 PROBLEMS = ".dashboard-chart [role=alert], .dashboard-chart .ant-empty, .dashboard-chart [data-test=chart-error]"
@@ -61,7 +65,7 @@ def main() -> None:
 
         def settled(d: webdriver.Chrome) -> bool:
             charts = len(d.find_elements(By.CSS_SELECTOR, CHARTS))
-            done = len(d.find_elements(By.CSS_SELECTOR, DRAWN)) + len(d.find_elements(By.CSS_SELECTOR, PROBLEMS))
+            done = int(d.execute_script(COUNT_DRAWN)) + len(d.find_elements(By.CSS_SELECTOR, PROBLEMS))
             return charts > 0 and done >= charts and not d.find_elements(By.CSS_SELECTOR, LOADING)
 
         wait.until(settled)
@@ -70,7 +74,7 @@ def main() -> None:
         problems = [e.text.strip()[:200] for e in driver.find_elements(By.CSS_SELECTOR, PROBLEMS)]
         report = {
             "charts": len(driver.find_elements(By.CSS_SELECTOR, CHARTS)),
-            "drawn": len(driver.find_elements(By.CSS_SELECTOR, DRAWN)),
+            "drawn": int(driver.execute_script(COUNT_DRAWN)),
             "problems": problems,
             "no_results_text": "No results" in driver.find_element(By.TAG_NAME, "body").text,
             "titles": [e.text for e in driver.find_elements(By.CSS_SELECTOR, "[data-test=editable-title]")],

@@ -1,9 +1,9 @@
 """Superset on the session's published marts, started as `make bi` starts it (`analytics-platform bi start`).
 
-Every chart of the product dashboard answers, through Superset's REST API, exactly the numbers the same
-aggregation gives over the marts in DuckDB; a second import updates by UUID and duplicates nothing; and the
-dashboard draws every chart in headless Chromium (logged in through the form), saved as
-docs/images/superset-product.png for the README.
+Every chart of the product and operations dashboards answers, through Superset's REST API, exactly the
+numbers the same aggregation gives over the build in DuckDB; a second import updates by UUID and duplicates
+nothing; and each dashboard draws every chart in headless Chromium (logged in through the form), saved as
+docs/images/superset-<dashboard>.png (the product one is in the README).
 
 Superset needs its own venv (~700 MB): ``TEST_SUPERSET_VENV`` (default ``.superset/venv`` in the repo, the
 one ``make bi`` uses) is installed on first use, ~1 min with uv. Marked ``superset``: ``make test`` leaves
@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 import sys
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import yaml
 
 from analytics_platform.bi import superset
@@ -41,10 +43,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.superset]
 REPO = Path(__file__).resolve().parents[2]
 VENV = Path(os.environ.get("TEST_SUPERSET_VENV") or REPO / ".superset" / "venv").resolve()
 CLI = str(Path(sys.executable).parent / "analytics-platform")
-SCREENSHOT = REPO / "docs" / "images" / "superset-product.png"
+SCREENSHOTS = REPO / "docs" / "images"
 
 # Each chart's numbers, aggregated by hand over the marts: what the chart must show, value for value.
-EXPECTED = {
+PRODUCT = {
     "Active users (DAU, WAU, MAU)": """
         select activity_date, sum(dau), sum(wau), sum(mau)
         from marts.fct_daily_active_users group by 1 order by 1""",
@@ -63,6 +65,29 @@ EXPECTED = {
                sum(active_users) * 1.0 / sum(cohort_size)
         from marts.fct_cohort_retention group by 1, 2 order by 1, 2""",
 }
+# The operations dashboard's, over the operations models (the landed marts hold a few dead letters).
+OPERATIONS = {
+    "Events landed per minute by type": """
+        select landed_minute, event_type, sum(events_landed)
+        from operations.ops_landings_per_minute group by 1, 2 order by 1, 2""",
+    "Dead-letter rate per minute by topic": """
+        select landed_minute, event_type,
+               sum(dead_letters) * 1.0 / nullif(sum(events_landed) + sum(dead_letters), 0)
+        from operations.ops_landings_per_minute group by 1, 2 order by 1, 2""",
+    "Dead letters by failed check": """
+        select failed_check, event_type, sum(dead_letters)
+        from operations.ops_dead_letter_checks group by 1, 2 order by 1, 2""",
+    "Ingest runs by table": """
+        select table_name, max(duration_s), max(max_commit_s)
+        from operations.ops_ingest_runs group by 1 order by 1""",
+    "Raw table freshness": """
+        select table_name, rows_landed, newest_event_at, newest_ingested_at, ingest_lag_s, event_lag_s
+        from operations.ops_raw_freshness order by table_name""",
+    "Mart freshness": """
+        select mart_name, grain, newest_period_end, built_at
+        from operations.ops_mart_freshness order by mart_name""",
+}
+EXPECTED = {"product": PRODUCT, "operations": OPERATIONS}
 
 
 @dataclass(frozen=True)
@@ -129,7 +154,9 @@ def running(landed_marts: LandedMarts, tmp_path_factory: pytest.TempPathFactory)
 
 
 def _plain(value: object) -> object:
-    """A DuckDB value as Superset's JSON has it: dates as epoch milliseconds, decimals as floats."""
+    """A DuckDB value as Superset's JSON has it: dates and times as epoch milliseconds, decimals as floats."""
+    if isinstance(value, dt.datetime):
+        return value.timestamp() * 1000
     if isinstance(value, dt.date):
         return float(dt.datetime.combine(value, dt.time(), dt.UTC).timestamp() * 1000)
     if isinstance(value, Decimal):
@@ -140,22 +167,51 @@ def _plain(value: object) -> object:
 def test_login_is_printed(running: RunningSuperset) -> None:
     output = running.log.read_text()
     assert f"http://127.0.0.1:{running.port}/superset/dashboard/product/" in output
+    assert f"http://127.0.0.1:{running.port}/superset/dashboard/operations/" in output
     assert f"login: admin / {running.password}" in output
     assert (running.home.state / "admin-password").stat().st_mode & 0o777 == 0o600
     assert (running.home.state / "secret-key").stat().st_mode & 0o777 == 0o600
 
 
-def test_every_chart_shows_the_marts_numbers(running: RunningSuperset, landed_marts: LandedMarts) -> None:
+@pytest.mark.parametrize("dashboard", sorted(EXPECTED))
+def test_every_chart_shows_the_marts_numbers(
+    running: RunningSuperset, landed_marts: LandedMarts, dashboard: str
+) -> None:
+    expected = EXPECTED[dashboard]
     token = running.token()
-    charts = running.call("GET", "/api/v1/dashboard/product/charts", token=token)["result"]
-    assert sorted(chart["slice_name"] for chart in charts) == sorted(EXPECTED), "a chart without a check here"
+    charts = running.call("GET", f"/api/v1/dashboard/{dashboard}/charts", token=token)["result"]
+    assert sorted(chart["slice_name"] for chart in charts) == sorted(expected), "a chart without a check here"
     for chart in charts:
         # GET .../data/ runs the query saved with the chart (its query_context in the YAML).
         result = running.call("GET", f"/api/v1/chart/{chart['id']}/data/", token=token)["result"][0]
         got = [[row[column] for column in result["colnames"]] for row in result["data"]]
-        want = [[_plain(value) for value in row] for row in landed_marts.query(EXPECTED[chart["slice_name"]])]
+        want = [[_plain(value) for value in row] for row in landed_marts.query(expected[chart["slice_name"]])]
         assert got == want, chart["slice_name"]
         assert len(got) > 1, f"{chart['slice_name']}: too few rows to mean anything"
+
+
+def test_sql_lab_reads_the_marts_but_no_files(running: RunningSuperset, landed_marts: LandedMarts) -> None:
+    token = running.token()
+    (database,) = running.listing("database", token, ["id"])
+
+    # SQL Lab's API wants a CSRF token, bound to the session cookie that fetching it sets.
+    base = f"http://127.0.0.1:{running.port}"
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {token}"
+    csrf = session.get(f"{base}/api/v1/security/csrf_token/", timeout=60).json()["result"]
+
+    def sql_lab(sql: str) -> tuple[int, Any]:
+        body = {"database_id": database["id"], "sql": sql, "schema": "marts", "runAsync": False}
+        answer = session.post(
+            f"{base}/api/v1/sqllab/execute/", json=body, headers={"X-CSRFToken": csrf, "Referer": base}, timeout=60
+        )
+        return answer.status_code, answer.json() if answer.ok else answer.text
+
+    status, answer = sql_lab("select count(*) as days from marts.fct_daily_active_users")
+    assert status == 200, answer
+    assert answer["data"] == [{"days": landed_marts.query("select count(*) from marts.fct_daily_active_users")[0][0]}]
+    status, refused = sql_lab("select * from read_csv('/etc/hostname')")
+    assert status >= 400 and "file system operations are disabled" in refused, refused
 
 
 def _counts(running: RunningSuperset, token: str) -> dict[str, int]:
@@ -168,7 +224,7 @@ def _counts(running: RunningSuperset, token: str) -> dict[str, int]:
 def test_reimport_updates_by_uuid_and_never_duplicates(running: RunningSuperset, tmp_path: Path) -> None:
     token = running.token()
     before = _counts(running, token)
-    assert before == {"database": 1, "dataset": 5, "chart": 5, "dashboard": 1}
+    assert before == {"database": 1, "dataset": 10, "chart": 11, "dashboard": 2}
 
     edited = tmp_path / "dashboards"
     shutil.copytree(superset.DASHBOARDS_DIR, edited)
@@ -188,10 +244,12 @@ def test_reimport_updates_by_uuid_and_never_duplicates(running: RunningSuperset,
     assert _counts(running, token) == before
 
 
-def test_dashboard_draws_every_chart_in_chromium(running: RunningSuperset, tmp_path: Path) -> None:
+@pytest.mark.parametrize("dashboard", sorted(EXPECTED))
+def test_dashboard_draws_every_chart_in_chromium(running: RunningSuperset, tmp_path: Path, dashboard: str) -> None:
+    expected = EXPECTED[dashboard]
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
     assert chromium and driver, "Debian's chromium and chromium-driver are needed (.ci/run installs them)"
-    shot = tmp_path / "product.png"
+    shot = tmp_path / f"{dashboard}.png"
     with contextlib.suppress(FileNotFoundError):
         shot.unlink()
     done = subprocess.run(
@@ -200,7 +258,7 @@ def test_dashboard_draws_every_chart_in_chromium(running: RunningSuperset, tmp_p
             "-I",
             str(Path(__file__).with_name("screenshot.py")),
             f"http://127.0.0.1:{running.port}",
-            "product",
+            dashboard,
             superset.ADMIN_USER,
             str(shot),
         ],
@@ -212,11 +270,11 @@ def test_dashboard_draws_every_chart_in_chromium(running: RunningSuperset, tmp_p
     )
     assert done.returncode == 0, done.stderr[-3000:]
     page = json.loads(done.stdout.strip().splitlines()[-1])
-    assert page["charts"] == len(EXPECTED), page
-    assert page["drawn"] == page["charts"], f"charts without an ECharts drawing: {page}"
+    assert page["charts"] == len(expected), page
+    assert page["drawn"] == page["charts"], f"charts without an ECharts drawing or table rows: {page}"
     assert page["problems"] == [] and not page["no_results_text"], page
-    assert sorted(page["titles"]) == sorted(EXPECTED), page
+    assert sorted(page["titles"]) == sorted(expected), page
     assert page["colours"] > 500, f"the screenshot looks blank: {page}"
     assert 10_000 < shot.stat().st_size < 400_000
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(shot, SCREENSHOT)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(shot, SCREENSHOTS / f"superset-{dashboard}.png")

@@ -26,9 +26,11 @@ def test_the_repo_bundle_builds_with_the_warehouse_path(tmp_path: Path) -> None:
     warehouse = tmp_path / "duckdb" / "warehouse.duckdb"
     files = _bundle(superset.DASHBOARDS_DIR, warehouse)
     assert files["metadata.yaml"]["type"] == "assets"
-    assert files["databases/warehouse.yaml"]["sqlalchemy_uri"] == f"duckdb:///{warehouse}?access_mode=read_only"
+    assert files["databases/warehouse.yaml"]["sqlalchemy_uri"] == (
+        f"duckdb:///{warehouse}?access_mode=read_only&enable_external_access=false&lock_configuration=true"
+    )
     charts = {name: doc for name, doc in files.items() if name.startswith("charts/")}
-    assert len(charts) == 5
+    assert len(charts) == 11  # product 5, operations 6
     for name, chart in charts.items():
         context = json.loads(chart["query_context"])  # Superset stores it as a JSON string
         assert context["queries"], name
@@ -36,15 +38,18 @@ def test_the_repo_bundle_builds_with_the_warehouse_path(tmp_path: Path) -> None:
 
 def test_charts_use_only_metrics_their_dataset_declares(tmp_path: Path) -> None:
     files = _bundle(superset.DASHBOARDS_DIR, tmp_path / "warehouse.duckdb")
-    metrics = {
-        doc["uuid"]: {metric["metric_name"] for metric in doc.get("metrics", [])}
-        for name, doc in files.items()
-        if name.startswith("datasets/")
-    }
+    datasets = {doc["uuid"]: doc for name, doc in files.items() if name.startswith("datasets/")}
+    metrics = {uuid: {metric["metric_name"] for metric in doc.get("metrics", [])} for uuid, doc in datasets.items()}
     for name, chart in files.items():
         if not name.startswith("charts/"):
             continue
         params = chart["params"]
+        if params.get("query_mode") == "raw":  # a table of rows: columns of its dataset, no metrics
+            columns = {column["column_name"] for column in datasets[chart["dataset_uuid"]]["columns"]}
+            assert params["all_columns"] and set(params["all_columns"]) <= columns, name
+            for query in json.loads(chart["query_context"])["queries"]:
+                assert query["columns"] == params["all_columns"] and not query["metrics"], name
+            continue
         used = {*params.get("metrics", []), *params.get("metrics_b", [])} | (
             {params["metric"]} if "metric" in params else set()
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import timedelta
 
+import duckdb
 import pytest
 
 from analytics_platform.contracts.envelope import event_types
@@ -19,6 +20,8 @@ from analytics_platform.serving.metrics import Scope
 from analytics_platform.serving.replays import DaysReplay, launch_plan
 from analytics_platform.settings import Settings
 from analytics_platform.sim.generator import generate_events
+from analytics_platform.warehouse import builds
+from analytics_platform.warehouse.connections import duckdb_config
 from tests.helpers import produce_events
 
 pytestmark = pytest.mark.integration
@@ -106,3 +109,38 @@ def test_lineage_outlives_snapshot_expiry(broker: Settings) -> None:
     checkpoint = DaysReplay(kind="days", first=day, last=day, as_of_snapshot=batches[0][2])
     (op,) = launch_plan(settings, checkpoint, 1).run_config["ops"].values()
     assert op["config"]["raw_as_of"] == first_ingested.isoformat()
+
+
+def test_a_build_sees_every_commit_in_its_snapshot_views(broker: Settings) -> None:
+    """``raw.table_snapshots`` (kept) and ``raw.ingest_snapshots`` (expired) of a build hold every commit with
+    its run: what the operations model ``ops_ingest_runs`` reads."""
+    events = [e for e in generate_events(1_000, seed=12) if e["event_type"] == "user_visit"]
+    produce_events(broker, events)
+    settings = broker.model_copy(update={"batch_max_events": 60, "raw_snapshots_kept": 3})
+    commits: dict[int | None, str] = {}
+    while (plan := plan_next_batch(settings, TOPIC)) is not None:
+        result = land_batch(settings, plan, run_id=f"run-{len(commits)}")
+        commits[result.snapshot_id] = f"run-{len(commits)}"
+    catalog = load_catalog(settings)
+    kept = {s.snapshot_id for s in ensure_raw_table(catalog, settings, event_types()["user_visit"]).snapshots()}
+    assert len(commits) > 6 and kept < commits.keys()  # some expired, some kept
+
+    with builds.build_lock(settings):
+        build = builds.prepare_build(settings, catalog)
+    with duckdb.connect(str(build), config=duckdb_config(settings)) as con:
+        con.execute("load iceberg")
+        listed = con.execute(
+            "select snapshot_id, summary ->> '$.\"ingest.run-id\"', 'kept' from raw.table_snapshots "
+            "where table_name = 'user_visit' "
+            "union all select snapshot_id, run_id, 'expired' from raw.ingest_snapshots "
+            "where table_name = 'raw.user_visit'"
+        ).fetchall()
+        (added,) = con.execute(
+            "select sum((summary ->> '$.\"added-records\"')::bigint) from ("
+            "select distinct on (snapshot_id) snapshot_id, summary from ("
+            "select snapshot_id, summary from raw.table_snapshots where table_name = 'user_visit' union all "
+            "select snapshot_id, summary from raw.ingest_snapshots where table_name = 'raw.user_visit'))"
+        ).fetchone() or (None,)
+    assert added == len(events)
+    assert {(snapshot_id, run_id) for snapshot_id, run_id, _ in listed} == set(commits.items())
+    assert {snapshot_id for snapshot_id, _, where in listed if where == "kept"} == kept

@@ -28,6 +28,9 @@ def test_readers_keep_their_build_while_a_new_one_is_published() -> None:
     assert reader.execute("select value from marker").fetchone() == (1,)
     # raw views exist even before any data landed, with the tables' columns
     assert reader.execute("select count(*) from raw.purchase").fetchone() == (0,)
+    # and so do the snapshot metadata views the operations models read
+    assert reader.execute("select count(*) from raw.table_snapshots").fetchone() == (0,)
+    assert reader.execute("select count(*), count(summary) from raw.ingest_snapshots").fetchone() == (0, 0)
 
     with builds.build_lock(settings):
         second = builds.prepare_build(settings, catalog)  # starts as a copy of the published build
