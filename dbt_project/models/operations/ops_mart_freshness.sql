@@ -4,80 +4,22 @@
 -- in the run that creates the facts it reads (a view over a table that does not exist yet cannot be created).
 {{ config(materialized='view', tags=['daily']) }}
 
-with
+{%- set marts = [
+    ('fct_events_per_minute', 'minute', 'event_minute'),
+    ('fct_revenue_per_minute', 'minute', 'event_minute'),
+    ('fct_events_per_hour', 'hour', 'event_hour'),
+    ('fct_daily_active_users', 'day', 'activity_date'),
+    ('fct_revenue_daily', 'day', 'revenue_date'),
+    ('fct_funnel_daily', 'day', 'activity_date'),
+] %}
 
-events_per_minute as (
+{% for mart, grain, period in marts %}
     select
-        'fct_events_per_minute' as mart_name,
-        'minute' as grain,
-        max(event_minute) as newest_period_start,
-        max(event_minute) + interval 1 minute as newest_period_end,
+        '{{ mart }}' as mart_name,
+        '{{ grain }}' as grain,
+        cast(max({{ period }}) as timestamptz) as newest_period_start,
+        cast(max({{ period }}) as timestamptz) + interval 1 {{ grain }} as newest_period_end,
         max(built_at) as built_at
-    from {{ ref('fct_events_per_minute') }}
-),
-
-revenue_per_minute as (
-    select
-        'fct_revenue_per_minute' as mart_name,
-        'minute' as grain,
-        max(event_minute) as newest_period_start,
-        max(event_minute) + interval 1 minute as newest_period_end,
-        max(built_at) as built_at
-    from {{ ref('fct_revenue_per_minute') }}
-),
-
-events_per_hour as (
-    select
-        'fct_events_per_hour' as mart_name,
-        'hour' as grain,
-        max(event_hour) as newest_period_start,
-        max(event_hour) + interval 1 hour as newest_period_end,
-        max(built_at) as built_at
-    from {{ ref('fct_events_per_hour') }}
-),
-
-daily_active_users as (
-    select
-        'fct_daily_active_users' as mart_name,
-        'day' as grain,
-        cast(max(activity_date) as timestamptz) as newest_period_start,
-        cast(max(activity_date) as timestamptz) + interval 1 day as newest_period_end,
-        max(built_at) as built_at
-    from {{ ref('fct_daily_active_users') }}
-),
-
-revenue_daily as (
-    select
-        'fct_revenue_daily' as mart_name,
-        'day' as grain,
-        cast(max(revenue_date) as timestamptz) as newest_period_start,
-        cast(max(revenue_date) as timestamptz) + interval 1 day as newest_period_end,
-        max(built_at) as built_at
-    from {{ ref('fct_revenue_daily') }}
-),
-
-funnel_daily as (
-    select
-        'fct_funnel_daily' as mart_name,
-        'day' as grain,
-        cast(max(activity_date) as timestamptz) as newest_period_start,
-        cast(max(activity_date) as timestamptz) + interval 1 day as newest_period_end,
-        max(built_at) as built_at
-    from {{ ref('fct_funnel_daily') }}
-),
-
-final as (
-    select * from events_per_minute
-    union all
-    select * from revenue_per_minute
-    union all
-    select * from events_per_hour
-    union all
-    select * from daily_active_users
-    union all
-    select * from revenue_daily
-    union all
-    select * from funnel_daily
-)
-
-select * from final
+    from {{ ref(mart) }}
+    {% if not loop.last %}union all{% endif %}
+{% endfor %}
