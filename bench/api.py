@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import free_port, isolate, percentile, serving_broker
+from common import free_port, full_build_process, isolate, percentile, run_clients, serving_broker
 
 CLIENTS = 16
 PAGE_METRICS = (
@@ -87,11 +87,7 @@ def run(home: Path, *, duration_s: float, echo) -> dict[str, Any]:  # type: igno
                         baseline.append(time.perf_counter() - started)
 
             # Load: CLIENTS threads for duration_s while a full build runs and publishes.
-            build = subprocess.Popen(
-                [sys.executable, str(Path(__file__).resolve().parent / "worker.py"), "build", "full"],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            build = full_build_process()
             latencies: list[float] = []
             errors: list[int] = []
             lock = threading.Lock()
@@ -108,13 +104,7 @@ def run(home: Path, *, duration_s: float, echo) -> dict[str, Any]:  # type: igno
                         if status != 200:
                             errors.append(status)
 
-            threads = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
-            began = time.monotonic()
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            elapsed = time.monotonic() - began
+            elapsed = run_clients(client, CLIENTS)
             build_overlapped = build.poll() is None
             build.wait()
             echo(

@@ -10,7 +10,9 @@ import socket
 import statistics
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,24 @@ def serving_broker() -> Iterator[None]:
         yield
     finally:
         broker.stop(settings)
+
+
+def full_build_process() -> subprocess.Popen[bytes]:
+    """A full marts build (``worker.py build full``) in the background: the load a serving stage runs under."""
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), "build", "full"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+def run_clients(client: Callable[[int], None], count: int) -> float:
+    """``client(0)`` .. ``client(count - 1)`` in threads at once; returns the seconds until all are done."""
+    threads = [threading.Thread(target=client, args=(index,)) for index in range(count)]
+    began = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.monotonic() - began
 
 
 def worker(mode: str, *args: object) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import free_port, isolate, percentile, serving_broker
+from common import free_port, full_build_process, isolate, percentile, run_clients, serving_broker
 
 SESSIONS = 8
 QUERIES_PER_SESSION = 20
@@ -68,11 +68,7 @@ def run(home: Path, *, duration_s: float, echo) -> dict[str, Any]:  # type: igno
                         con.execute(sql.replace("%s", "?"), list(parameters)).fetchall()
                         baseline.append(time.perf_counter() - started)
 
-            build = subprocess.Popen(
-                [sys.executable, str(Path(__file__).resolve().parent / "worker.py"), "build", "full"],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            build = full_build_process()
             latencies: list[float] = []
             errors: list[str] = []
             lock = threading.Lock()
@@ -96,13 +92,7 @@ def run(home: Path, *, duration_s: float, echo) -> dict[str, Any]:  # type: igno
                         with lock:
                             errors.append(str(error))
 
-            threads = [threading.Thread(target=client, args=(i,)) for i in range(SESSIONS)]
-            began = time.monotonic()
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            elapsed = time.monotonic() - began
+            elapsed = run_clients(client, SESSIONS)
             build_overlapped = build.poll() is None
             build.wait()
             echo(
