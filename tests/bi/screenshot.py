@@ -4,8 +4,9 @@ Run by Superset's venv, which has selenium (a Superset dependency) and Pillow, w
 chromium-driver (no driver download): ``<superset venv>/bin/python -I screenshot.py URL SLUG USER OUT.png``
 with the password in ``SUPERSET_PASSWORD``. It logs in through the form as a person does, opens the dashboard
 standalone (no menu bar), waits until each chart holds an ECharts instance (or, a table chart, a table with
-rows) and no spinner is left, and prints one JSON object: the chart and drawn-chart counts, the texts of
-error or empty-state elements, and the number of colours in the image (a blank page has a handful).
+rows), no spinner is left and the canvases stop changing (the entry animation is over), and prints one JSON
+object: the chart and drawn-chart counts, the texts of error or empty-state elements, and the number of
+colours in the image (a blank page has a handful).
 """
 
 from __future__ import annotations
@@ -30,6 +31,14 @@ COUNT_DRAWN = (
 LOADING = ".dashboard-chart .loading, [data-test=loading-indicator]"
 # A chart error is an alert; an empty result is Superset's empty state ("No results were returned ...").
 PROBLEMS = ".dashboard-chart [role=alert], .dashboard-chart .ant-empty, .dashboard-chart [data-test=chart-error]"
+# What the charts' canvases show, as a short signature: equal on two polls in a row once ECharts' entry
+# animation (~1 s) has ended.
+CANVAS_SIGNATURE = (
+    "return [...document.querySelectorAll('.dashboard-chart canvas')].map(c => {"
+    " const d = c.toDataURL(); let h = 0;"
+    " for (let i = 0; i < d.length; i += 7) h = (h * 31 + d.charCodeAt(i)) | 0;"
+    " return d.length + ':' + h; }).join(',')"
+)
 
 
 def main() -> None:
@@ -69,7 +78,13 @@ def main() -> None:
             return charts > 0 and done >= charts and not d.find_elements(By.CSS_SELECTOR, LOADING)
 
         wait.until(settled)
-        time.sleep(1.5)  # ECharts' entry animation (~1 s)
+        seen: list[str] = []
+
+        def still(d: webdriver.Chrome) -> bool:
+            seen.append(str(d.execute_script(CANVAS_SIGNATURE)))
+            return len(seen) > 1 and seen[-1] == seen[-2]
+
+        wait.until(still)
         driver.save_screenshot(out)
         problems = [e.text.strip()[:200] for e in driver.find_elements(By.CSS_SELECTOR, PROBLEMS)]
         report = {
