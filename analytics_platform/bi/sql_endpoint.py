@@ -19,6 +19,7 @@ import contextlib
 import io
 import logging
 import re
+import signal
 import struct
 import threading
 from collections.abc import Callable
@@ -320,10 +321,19 @@ class SqlEndpoint(postgres.BuenaVistaServer):
         logger.debug("connection from %s ended abruptly", client_address, exc_info=True)
 
 
+def _stop(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # out of serve_forever, in the main thread, as Ctrl-C does
+
+
 def serve(settings: Settings, host: str, port: int, ready: threading.Event | None = None) -> None:
-    """Serve until interrupted."""
+    """Serve until interrupted (Ctrl-C or SIGTERM)."""
     logging.getLogger("buenavista").setLevel(logging.WARNING)  # it logs every query's text at INFO
     logging.getLogger("buenavista.postgres").addFilter(_NoTracebackForGoneClients())
+    if threading.current_thread() is threading.main_thread():
+        # A parent that blocked or ignored SIGTERM (a mask survives exec) would leave a supervisor's stop
+        # waiting for its kill timeout (30 s in tests): take both signals back explicitly.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+        signal.signal(signal.SIGTERM, _stop)
     server = SqlEndpoint(settings, (host, port))
     if ready is not None:
         ready.set()
