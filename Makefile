@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 RATE ?= 20
 
-.PHONY: install demo dev test test-fast lint docs bench clean
+.PHONY: install demo dev test test-fast lint docs bench soak clean
 
 install: $(VENV)/.installed
 
@@ -38,6 +38,11 @@ demo: install
 
 dev: install
 	$(BIN)/analytics-platform dev --rate $(RATE)
+
+# Prometheus and Alertmanager (Debian's packages) on ops/, scraping what `make dev` runs; Ctrl-C stops both.
+.PHONY: ops
+ops: install
+	$(BIN)/analytics-platform ops
 
 # Everything: unit tests, the real broker, Iceberg, dbt and Dagster, and the fault-injection tests. The
 # Superset tests (marker `superset`) are the next CI stage, `make test-superset`.
@@ -77,3 +82,7 @@ clean:
 # Benchmarks (not tests): BENCH_ARGS=--quick for a smoke run; results in bench/results/.
 bench: install
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# An hour of `analytics-platform dev` at 2,000 events/s (BENCH_ARGS=--quick: 5 minutes); see bench/soak.py.
+soak: install
+	$(BIN)/python bench/run.py --stages soak $(BENCH_ARGS)

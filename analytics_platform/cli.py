@@ -52,6 +52,10 @@ app.add_typer(replay_app, name="replay")
 api_key_app = typer.Typer(help="API keys of the serving API: roles and country limits.", no_args_is_help=True)
 app.add_typer(api_key_app, name="api-key")
 app.add_typer(bi_app, name="bi")  # Apache Superset (docs/bi.md)
+maintain_app = typer.Typer(
+    help="Lake maintenance, as the scheduled jobs do it (docs/operations.md#compaction).", no_args_is_help=True
+)
+app.add_typer(maintain_app, name="maintain")
 
 
 def _settings() -> Settings:
@@ -271,6 +275,43 @@ def serve(
         port=port,
         workers=workers,
         log_level="info",
+    )
+
+
+@app.command()
+def exporter(
+    host: Annotated[str | None, typer.Option(help="Address to listen on (default PLATFORM_EXPORTER_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default PLATFORM_EXPORTER_PORT, 9464).")] = None,
+    cache_s: Annotated[float, typer.Option(help="A scrape this soon after the last gets the same figures.")] = 5.0,
+) -> None:
+    """The platform's metrics on /metrics for Prometheus: lag, ingress/egress, latency, dead letters, freshness,
+    failed runs (docs/operations.md#metrics). Reads Kafka, Iceberg, the marts and Dagster's storage on scrape."""
+    from analytics_platform.operations.exporter import serve_exporter
+
+    settings = _settings()
+    serve_exporter(
+        settings, host or settings.exporter_host, port or settings.exporter_port, cache_s=cache_s, echo=_echo
+    )
+
+
+@app.command()
+def ops(
+    prometheus_port: Annotated[int, typer.Option(help="Port of Prometheus.")] = 9090,
+    alertmanager_port: Annotated[int, typer.Option(help="Port of Alertmanager.")] = 9093,
+    webhook_url: Annotated[
+        str | None, typer.Option(help="Also send alerts (and their resolution) to this webhook.")
+    ] = None,
+) -> None:
+    """Prometheus and Alertmanager on the shipped config (ops/), scraping the exporter and the API of these
+    settings, data under <home>/ops; Ctrl-C stops both. Needs Debian's prometheus and prometheus-alertmanager."""
+    from analytics_platform.operations.prometheus import run_ops
+
+    run_ops(
+        _settings(),
+        prometheus_port=prometheus_port,
+        alertmanager_port=alertmanager_port,
+        webhook_url=webhook_url,
+        echo=_echo,
     )
 
 
@@ -582,6 +623,35 @@ def replay_status(replay_id: Annotated[str, typer.Argument(help="The replay's id
 
 
 @app.command()
+def doctor() -> None:
+    """Check every part the platform needs: broker, topics, schema registry, Iceberg catalog, Dagster storage,
+    daemon, sensors, disk. One line each, ok or FAIL with the fix; exit code 1 if any failed."""
+    from analytics_platform.operations.doctor import diagnose, render
+
+    findings = diagnose(_settings())
+    _echo(render(findings))
+    if not all(finding.ok for finding in findings):
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def smoke(
+    timeout: Annotated[float, typer.Option(help="Seconds the sample event has for all its hops, from its send.")] = 120,
+    raw_only: Annotated[bool, typer.Option(help="Stop once it landed in raw Iceberg (no marts hop).")] = False,
+) -> None:
+    """Send one sample event (a visit by user `smoke`) through the running platform and time each hop: Kafka,
+    raw Iceberg, a published marts build that counts it. Exit code 1 naming the hop that did not happen in time."""
+    from analytics_platform.operations.smoke import Hop, run_smoke
+
+    def show(hop: Hop) -> None:
+        _echo(f"  {hop.name:<6} {hop.seconds:6.1f} s  {hop.detail}")
+
+    _echo(f"smoke: one sample event, {timeout:.0f} s for every hop")
+    run_smoke(_settings(), timeout_s=timeout, raw_only=raw_only, on_hop=show)
+    _echo("smoke: ok")
+
+
+@app.command()
 def reset(
     yes: Annotated[bool, typer.Option("--yes", help="Confirm deleting the platform home.")] = False,
 ) -> None:
@@ -603,6 +673,43 @@ def reset(
             catalog.purge_table(table_identifier(settings, name))
     shutil.rmtree(settings.home, ignore_errors=True)
     _echo(f"deleted {settings.home}")
+
+
+DRY_RUN_HELP = "Say what would be done; change nothing."
+
+
+@maintain_app.command("compact")
+def maintain_compact(dry_run: Annotated[bool, typer.Option(help=DRY_RUN_HELP)] = False) -> None:
+    """Rewrite the small files of the raw days that ended into files of PLATFORM_COMPACT_TARGET_MB."""
+    from analytics_platform.lakehouse.compaction import compact_raw_tables
+
+    rewrites = compact_raw_tables(_settings(), dry_run=dry_run, progress=_echo)
+    verb = "would rewrite" if dry_run else "rewrote"
+    files = sum(rewrite.files_before for rewrite in rewrites)
+    _echo(f"{verb} {files:,} files in {len(rewrites)} group(s) into {sum(r.files_after for r in rewrites):,}")
+
+
+@maintain_app.command("expire")
+def maintain_expire(dry_run: Annotated[bool, typer.Option(help=DRY_RUN_HELP)] = False) -> None:
+    """Expire old snapshots; delete the files unreferenced for PLATFORM_ORPHAN_GRACE_HOURS."""
+    from analytics_platform.lakehouse.expiry import expire_and_clean
+
+    cleanups = expire_and_clean(_settings(), dry_run=dry_run, progress=_echo)
+    verb = "would delete" if dry_run else "deleted"
+    deleted = sum(len(cleanup.deleted) for cleanup in cleanups)
+    waiting = sum(cleanup.waiting for cleanup in cleanups)
+    _echo(f"{verb} {deleted:,} unreferenced files; {waiting:,} wait for the grace period")
+
+
+@maintain_app.command("retain")
+def maintain_retain(dry_run: Annotated[bool, typer.Option(help=DRY_RUN_HELP)] = False) -> None:
+    """Move raw days past PLATFORM_RAW_HOT_DAYS to cold storage; delete days past the retention settings."""
+    from analytics_platform.lakehouse.retention import apply_retention
+
+    report = apply_retention(_settings(), dry_run=dry_run, progress=_echo)
+    would = "would be " if dry_run else ""
+    moved = len({(rewrite.table, rewrite.day) for rewrite in report.moved})
+    _echo(f"{moved} day partition(s) {would}moved to cold, {len(report.dropped)} {would}deleted")
 
 
 def main() -> None:

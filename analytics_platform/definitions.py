@@ -33,6 +33,8 @@ def ingestion_only() -> dg.Definitions:
 @functools.cache
 def platform_definitions() -> dg.Definitions:
     """The whole code location: ingestion, raw quality checks, dbt, marts jobs, sensors, schedules and replays."""
+    from analytics_platform.defs.maintenance.definitions import maintenance_definitions
+    from analytics_platform.defs.operations.definitions import operations_definitions
     from analytics_platform.defs.replays.jobs import replay_definitions
     from analytics_platform.defs.transform.definitions import transform_definitions
 
@@ -41,6 +43,8 @@ def platform_definitions() -> dg.Definitions:
         dg.Definitions(asset_checks=[raw_quality_checks()]),
         transform_definitions(),
         replay_definitions(),
+        operations_definitions(),  # Dagster-native alerts: freshness checks, alerting sensors
+        maintenance_definitions(),  # compaction, snapshot expiry and orphan files, retention
         _shared(),
     )
 

@@ -111,3 +111,11 @@ class NotPublishedError(ServingError):
 
 class SupersetError(TerminalError):
     """Superset could not be installed, initialised, fed its dashboards or started; the message says why."""
+
+
+class AlertDeliveryError(TransientError):
+    """The alert webhook (PLATFORM_ALERT_WEBHOOK_URL) did not take an alert; the next sensor tick sends it again."""
+
+
+class SmokeTestError(TerminalError):
+    """``analytics-platform smoke``: the sample event did not make a hop within the deadline; the message names it."""

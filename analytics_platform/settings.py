@@ -101,10 +101,52 @@ class Settings(BaseSettings):
         "they moved); each time costs a dbt run of the live models over the touched days.",
     )
     raw_snapshots_kept: int = Field(
-        default=50,
+        default=10,
         ge=1,
         description="Snapshots a raw table keeps: past twice as many, ingestion expires all but this many "
-        "(metadata only), so commit time does not grow with every commit.",
+        "(metadata only; their summaries go to raw.ingest_snapshots first). pyiceberg copies the table metadata, "
+        "which lists every kept snapshot, a dozen times per commit: commit time grows with this number.",
+    )
+    compact_target_mb: int = Field(
+        default=128,
+        ge=1,
+        description="Compaction rewrites a day partition's small data files into files of about this size (MB on "
+        "disk); a file under three quarters of it counts as small. A rewrite holds about this much data in memory.",
+    )
+    compact_after_hours: float = Field(
+        default=2.0,
+        ge=0,
+        description="A day partition is compacted once its day (UTC) ended this many hours ago, when it no longer "
+        "receives data; events arriving later are compacted by a later run.",
+    )
+    orphan_grace_hours: float = Field(
+        default=24.0,
+        ge=0,
+        description="Files no snapshot references any more (of expired snapshots, rewritten by compaction, left by "
+        "failed writes) are deleted once seen unreferenced for this long, so marts builds and queries still reading "
+        "an older snapshot find them.",
+    )
+    raw_hot_days: int = Field(
+        default=0,
+        ge=0,
+        description="Raw day partitions older than this many days move to PLATFORM_RAW_COLD_WAREHOUSE (same "
+        "tables, still queryable); 0: every day stays where it was written.",
+    )
+    raw_cold_warehouse: str | None = Field(
+        default=None,
+        description="Location (file:///... or s3://bucket/prefix) raw partitions past PLATFORM_RAW_HOT_DAYS move to. "
+        "Default: <home>/cold-warehouse.",
+    )
+    raw_retention_days: int = Field(
+        default=0,
+        ge=0,
+        description="Raw day partitions (by event day) older than this many days are deleted, with the ingest "
+        "lineage of that age; 0: kept forever.",
+    )
+    dead_letter_retention_days: int = Field(
+        default=0,
+        ge=0,
+        description="Dead letters (and their replay records) older than this many days are deleted; 0: kept forever.",
     )
     raw_namespace: str = Field(default="raw", description="Iceberg namespace of the raw event tables.")
     marts_namespace: str = Field(
@@ -155,6 +197,35 @@ class Settings(BaseSettings):
     quality_window_hours: float = Field(
         default=24, gt=0, description="The asset checks look at rows ingested in this many recent hours."
     )
+    raw_freshness_slo_s: float = Field(
+        default=300.0,
+        ge=60,
+        description="Freshness objective of the raw tables of the event streams: Dagster's freshness policy and "
+        "check on each alert when it has landed nothing for this long (docs/runbooks.md#raw-freshness). Not the "
+        "reference data (product_changed, user_profile_changed), which changes when it changes. At least 60 "
+        "(Dagster's least window).",
+    )
+    marts_live_freshness_slo_s: float = Field(
+        default=300.0,
+        ge=60,
+        description="Freshness objective of the live facts (dbt tag `live`, the per-minute marts), which the live "
+        "follower refreshes every PLATFORM_MARTS_LIVE_INTERVAL_S while new rows land "
+        "(docs/runbooks.md#mart-freshness).",
+    )
+    marts_freshness_slo_s: float | None = Field(
+        default=None,
+        ge=60,
+        description="Freshness objective of every other mart, rebuilt by full builds at most every "
+        "PLATFORM_MARTS_REFRESH_INTERVAL_S while new rows land (docs/runbooks.md#mart-freshness). Default: three "
+        "times PLATFORM_MARTS_REFRESH_INTERVAL_S, at least 900 (a build may fail once before it alerts).",
+    )
+    alert_webhook_url: str | None = Field(
+        default=None,
+        description="Where the Dagster-native alerts go (failed runs, raw tables and marts past their freshness "
+        'objective, and back): a POST of a Slack-compatible payload, {"text": ...}, such as a Slack, Mattermost '
+        "or Rocket.Chat incoming webhook. Default: logged at WARNING by the Dagster code server evaluating the "
+        "sensors.",
+    )
 
     api_host: str = Field(
         default="127.0.0.1",
@@ -167,6 +238,14 @@ class Settings(BaseSettings):
         "loopback unless the network is trusted or TLS is terminated in front of it.",
     )
     sql_port: int = Field(default=15432, description="Port of the Postgres-wire SQL endpoint.")
+    exporter_host: str = Field(
+        default="127.0.0.1",
+        description="Address the metrics exporter (`analytics-platform exporter`, started by `make dev`) listens "
+        "on; 0.0.0.0 for a Prometheus on another host.",
+    )
+    exporter_port: int = Field(
+        default=9464, ge=1, le=65535, description="Port of the metrics exporter (its /metrics is for Prometheus)."
+    )
     api_keys_file: Path | None = Field(
         default=None,
         description="YAML file of the API keys (their SHA-256, role and countries), written by "
@@ -244,6 +323,15 @@ class Settings(BaseSettings):
     @property
     def warehouse_uri(self) -> str:
         return self.warehouse or (self.home / "warehouse").as_uri()
+
+    @property
+    def cold_warehouse_uri(self) -> str:
+        return (self.raw_cold_warehouse or (self.home / "cold-warehouse").as_uri()).rstrip("/")
+
+    @property
+    def marts_freshness_slo(self) -> float:
+        """PLATFORM_MARTS_FRESHNESS_SLO_S, or its default: three refresh intervals, at least 15 minutes."""
+        return self.marts_freshness_slo_s or max(900.0, 3 * self.marts_refresh_interval_s)
 
     @property
     def duckdb_path(self) -> Path:

@@ -7,6 +7,9 @@ Stages (all on the embedded broker, in temporary platform homes):
              the ingest process's peak memory with a 5x larger backlog
   build      dbt build of all marts through Dagster at N and 10xN events; the daily build of one new day
   freshness  a steady producer while `dagster dev` runs the sensors: latency to raw and to the marts
+  soak       `analytics-platform dev` under 2,000 events/s for an hour (`make soak`): latency per 5-minute
+             window and its trend, commit time, ingest memory and files per partition over time, and every
+             event landed exactly once (counted by kafka-python)
 
 Prints each figure as the median of the repetitions with min and max, and writes
 ``bench/results/<timestamp>.json``. ``--quick`` shrinks every stage for a smoke run (one repetition).
@@ -37,6 +40,7 @@ FULL = {
     "duration_s": 600.0,
     "api_duration_s": 60.0,
     "sql_duration_s": 60.0,
+    "soak_duration_s": 3600.0,
     "repeat": 3,
 }
 QUICK = {
@@ -46,9 +50,12 @@ QUICK = {
     "duration_s": 10.0,
     "api_duration_s": 15.0,
     "sql_duration_s": 15.0,
+    "soak_duration_s": 300.0,
     "repeat": 1,
 }
-STAGES = ("ingest", "build", "api", "sql", "freshness")
+# `make bench` runs all but the soak, an hour on its own: `make soak` (or --stages soak).
+STAGES = ("ingest", "build", "api", "sql", "freshness", "soak")
+DEFAULT_STAGES = STAGES[:-1]
 
 
 def echo(message: str) -> None:
@@ -76,7 +83,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes, one repetition: a smoke run (~3 min)")
     parser.add_argument("--repeat", type=int, help="repetitions per figure (default 3; 1 with --quick)")
-    parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {', '.join(STAGES)}")
+    parser.add_argument(
+        "--stages", default=",".join(DEFAULT_STAGES), help=f"comma-separated subset of {', '.join(STAGES)}"
+    )
     args = parser.parse_args()
     sizes = dict(QUICK if args.quick else FULL)
     if args.repeat:
@@ -95,6 +104,7 @@ def main() -> None:
     import build
     import freshness
     import ingest
+    import soak
     import sql
 
     events, repeat = int(sizes["events"]), int(sizes["repeat"])
@@ -130,6 +140,11 @@ def main() -> None:
                 duration_s=float(sizes["duration_s"]),
                 settle_marts=not args.quick,
                 echo=echo,
+            )
+        if "soak" in stages:
+            echo(f"soak: {sizes['rate']:,.0f} events/s for {sizes['soak_duration_s']:.0f}s of `analytics-platform dev`")
+            results["soak"] = soak.run(
+                workdir, rate=float(sizes["rate"]), duration_s=float(sizes["soak_duration_s"]), echo=echo
             )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -287,6 +302,41 @@ def report(
         by_minute = ", ".join(f"{value:.1f}" for value in fresh["raw_p95_by_minute_s"])
         commits = ", ".join(f"{value:.2f}" for value in fresh["commit_s_by_minute"])
         figures["freshness_commit_s_by_minute"] = fresh["commit_s_by_minute"]
+    if "soak" in results:
+        soaked = results["soak"]
+        figures.update({f"soak_{name}": value for name, value in soaked.items() if name != "samples"})
+        figures["soak_samples"] = soaked["samples"]
+        exactly_once = (
+            f"{soaked['not_landed']:,} not landed, {soaked['landed_twice']:,} twice, "
+            f"{soaked['rows_without_message']:,} without a message (target 0, 0, 0)"
+        )
+        windows = soaked["raw_p95_by_window_s"]
+        first_commit, last_commit = soaked["commit_median_first_s"], soaked["commit_median_last_s"]
+        first_rss, last_rss = soaked["ingest_rss_first_mb"], soaked["ingest_rss_last_mb"]
+        files = soaked["files_per_partition_by_sample"]
+        rows += [
+            ("soak: events produced and read back", soaked["events"], exactly_once),
+            ("  produce -> raw p50 (s)", soaked["raw_p50_s"], ""),
+            ("  produce -> raw p95 (s)", soaked["raw_p95_s"], ""),
+            (
+                f"  worst {soaked['window_s']:.0f}-s window's p95 (s)",
+                max(windows) if windows else None,
+                "target <= 10",
+            ),
+            ("  trend of the windows' p95 (s per hour)", soaked["raw_p95_slope_s_per_hour"], "target ~0, not up"),
+            ("  median commit, first sixth (s)", first_commit, f"{soaked['commits']:,} micro-batches"),
+            ("  median commit, last sixth (s)", last_commit, ""),
+            (
+                "  ratio last / first",
+                last_commit / first_commit if first_commit and last_commit else None,
+                "target <= 1.5",
+            ),
+            ("  ingest RSS, first sixth (MiB)", first_rss, f"largest process of {soaked['ingest_runs_seen']} runs"),
+            ("  ingest RSS, last sixth (MiB)", last_rss, ""),
+            ("  ratio last / first", last_rss / first_rss if first_rss and last_rss else None, "target <= 1.2"),
+            ("  data files per partition, most at any sample", max(files) if files else None, "bounded"),
+            ("  data files per partition, at the end", files[-1] if files else None, ""),
+        ]
     figures["spread"] = spreads
     print(
         f"\n{figures['cpu_model']}, {figures['cpu_count']} cores; commit {figures['commit']}; {elapsed_s / 60:.1f} min"
@@ -295,6 +345,9 @@ def report(
     if "freshness" in results:
         print(f"raw p95 per minute of the run (s): {by_minute}")
         print(f"median raw commit per minute of the run (s): {commits}")
+    if "soak" in results:
+        print(f"soak: raw p95 per window (s): {', '.join(f'{v:.1f}' for v in results['soak']['raw_p95_by_window_s'])}")
+        print(f"soak: most files per partition per sample: {results['soak']['files_per_partition_by_sample']}")
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     path.write_text(json.dumps(figures, indent=2, default=str))

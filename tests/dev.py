@@ -90,6 +90,7 @@ def running_dev(home: Path, *args: str) -> Iterator[Dev]:
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "PLATFORM_API_PORT": str(api_port),
         "PLATFORM_SQL_PORT": str(sql_port),
+        "PLATFORM_EXPORTER_PORT": str(free_port()),
     }
     with log.open("w") as out:
         process = subprocess.Popen(

@@ -32,6 +32,7 @@ from analytics_platform.ingest.plan import BatchPlan, micro_batches, plan_next_b
 from analytics_platform.kafka.reader import RawMessages, make_consumer, read_range
 from analytics_platform.lakehouse.catalog import load_catalog
 from analytics_platform.lakehouse.lineage import record_before_expiry
+from analytics_platform.lakehouse.maintenance import append_alongside_maintenance
 from analytics_platform.lakehouse.offsets import StoredOffsets, fingerprint, offsets_properties, stored_offsets
 from analytics_platform.lakehouse.snapshots import (
     BATCH_ID_KEY,
@@ -42,6 +43,7 @@ from analytics_platform.lakehouse.snapshots import (
     expire_old_snapshots,
 )
 from analytics_platform.lakehouse.tables import contract_for, ensure_dead_letter_table, ensure_raw_table
+from analytics_platform.operations.batches import newest_event_at, summary_properties, timestamps_summary
 from analytics_platform.settings import Settings
 
 
@@ -57,6 +59,12 @@ class BatchResult:
     keys_not_user_id: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
     """Where the time went: ``consume``, ``decode`` (with the gate) and ``commit`` (shown as run metadata)."""
+    timestamps: dict[str, int] | None = None
+    """The messages' Kafka timestamps (:func:`analytics_platform.operations.batches.timestamps_summary`)."""
+    committed_ms: int | None = None
+    """Commit time of its snapshot (ms since the epoch): with ``timestamps``, its processing latency."""
+    data_files: int | None = None
+    """Data files in the table after it (its snapshot's ``total-data-files``)."""
 
 
 def gate_context(settings: Settings, topic: str, now: datetime, dedup: DedupWindow) -> GateContext:
@@ -166,8 +174,12 @@ def land_batch(
         properties[UNKNOWN_FIELDS_KEY] = json.dumps(decoded.unknown_fields)
     if decoded.keys_not_user_id:
         properties[KEY_NOT_USER_ID_KEY] = str(decoded.keys_not_user_id)
+    # For the processing latency and raw freshness figures (analytics_platform.operations).
+    timestamps = timestamps_summary(messages.timestamps) if len(messages.timestamps) == len(messages) else None
+    properties |= summary_properties(timestamps, newest_event_at(decoded.rows))
     try:
-        table.append(decoded.rows, snapshot_properties=properties)
+        # On top of a compaction or retention commit made meanwhile, but never of another writer's batch.
+        append_alongside_maintenance(table, decoded.rows, properties)
     except CommitFailedException as error:
         raise ConcurrentIngestError(
             f"{table.name()} moved while this batch was in flight ({error}); nothing was written. Re-plan the batch."
@@ -187,6 +199,9 @@ def land_batch(
         unknown_fields=decoded.unknown_fields,
         keys_not_user_id=decoded.keys_not_user_id,
         seconds={stage: round(value, 3) for stage, value in seconds.items()},
+        timestamps=timestamps,
+        committed_ms=snapshot.timestamp_ms if snapshot else None,
+        data_files=int(snapshot.summary.get("total-data-files") or 0) if snapshot and snapshot.summary else None,
     )
 
 

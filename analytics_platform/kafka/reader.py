@@ -70,6 +70,8 @@ class RawMessages:
     offsets: list[int] = field(default_factory=list)
     keys: list[bytes | None] = field(default_factory=list)
     values: list[bytes | None] = field(default_factory=list)
+    timestamps: list[int] = field(default_factory=list)
+    """Kafka timestamps (ms since the epoch; -1 if none) of the messages, when the reader recorded them."""
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -235,6 +237,7 @@ def read_range(
                 into.offsets.append(offset)
                 into.keys.append(message.key())
                 into.values.append(message.value())
+                into.timestamps.append(message.timestamp()[1])
                 position[partition] = offset + 1
     finally:
         if collecting:
@@ -245,6 +248,7 @@ def read_range(
         messages.offsets.extend(read.offsets)
         messages.keys.extend(read.keys)
         messages.values.extend(read.values)
+        messages.timestamps.extend(read.timestamps)
     return messages
 
 

@@ -86,6 +86,21 @@ def landings(
     return found
 
 
+def recorded_ingested_at(catalog: Catalog, settings: Settings, table: Table, snapshot_id: int) -> datetime | None:
+    """The ingest time recorded for an expired snapshot of ``table`` (None: not recorded), read with
+    pyiceberg (no DuckDB): what "days touched since" needs once the snapshot it knows is gone."""
+    try:
+        lineage = catalog.load_table(table_identifier(settings, LINEAGE_TABLE))
+    except NoSuchTableError:
+        return None
+    if lineage.current_snapshot() is None:
+        return None
+    name = table_identifier(settings, table.name()[-1])
+    row_filter = f"table_name = '{name}' and snapshot_id = {int(snapshot_id)}"
+    times = lineage.scan(row_filter=row_filter, selected_fields=("ingested_at",)).to_arrow().column("ingested_at")
+    return min(times.to_pylist()) if len(times) else None
+
+
 def ingested_until(
     lake: duckdb.DuckDBPyConnection, catalog: Catalog, settings: Settings, snapshot_id: int, table: Table | None = None
 ) -> datetime | None:

@@ -38,23 +38,36 @@ def row_count(table: Table) -> int:
     return int(snapshot.summary.get("total-records") or 0)
 
 
-def event_days_since(table: Table, snapshot_id: int | None) -> tuple[date, date] | None:
-    """(first, last) event day of the rows committed after ``snapshot_id`` (None: all rows), or None."""
+def event_days_since(
+    table: Table, snapshot_id: int | None, ingested_at_of: Callable[[int], datetime | None] | None = None
+) -> tuple[date, date] | None:
+    """(first, last) event day of the rows committed after ``snapshot_id`` (None: all rows), or None.
+
+    If that snapshot was expired, ``ingested_at_of`` may give its ingest time (recorded in
+    ``raw.ingest_snapshots``): the rows ingested after it are the ones committed after it, give or take a
+    replay that decoded before it and committed after (the daily rebuild reconciles those). Without it,
+    every row counts, as for a table replaced since.
+    """
     current = table.current_snapshot()
     if current is None or current.snapshot_id == snapshot_id:
         return None
-    since: str | None = None
+    row_filter = "true"
     if snapshot_id is not None:
+        since: str | None = None
         for snapshot in ancestors_of(current, table.metadata):
             if snapshot.snapshot_id == snapshot_id:
+                if since is None:  # only maintenance since (compaction, retention): no row was added
+                    return None
+                row_filter = f"ingested_at >= '{since}'"
                 break
             properties = snapshot.summary.additional_properties if snapshot.summary else {}
             if INGESTED_AT_KEY in properties:
                 since = min(since or properties[INGESTED_AT_KEY], properties[INGESTED_AT_KEY])
-        else:
-            since = None  # the known snapshot is gone (table replaced or expired): look at everything
-    scan = table.scan(row_filter=f"ingested_at >= '{since}'" if since else "true", selected_fields=("event_at",))
-    event_at = scan.to_arrow().column("event_at")
+        else:  # the known snapshot is gone (expired, or the table replaced)
+            recorded = ingested_at_of(snapshot_id) if ingested_at_of is not None else None
+            if recorded is not None:
+                row_filter = f"ingested_at > '{recorded.isoformat()}'"
+    event_at = table.scan(row_filter=row_filter, selected_fields=("event_at",)).to_arrow().column("event_at")
     if len(event_at) == 0:
         return None
     bounds = pc.min_max(event_at)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
@@ -41,9 +41,19 @@ DEAD_LETTER_TABLE = "dead_letter"
 REPLAYS_TABLE = "dead_letter_replays"
 LINEAGE_TABLE = "ingest_snapshots"
 TABLE_PROPERTIES = {"write.parquet.compression-codec": "zstd"}
+# Tables appended to every few seconds merge their manifests: a fast append adds one manifest per commit,
+# and every later commit reads and rewrites the list of them, so commit time grew with every commit
+# (bench/profile_commit.py). Merged, a snapshot holds at most MERGE_COUNT small manifests beside the merged
+# ones, which stay below the target size, so no commit rewrites more than that.
+MANIFEST_MERGE_PROPERTIES = {
+    "commit.manifest-merge.enabled": "true",
+    "commit.manifest.min-count-to-merge": "50",
+    "commit.manifest.target-size-bytes": str(256 * 1024),
+}
+APPENDED_TABLE_PROPERTIES = TABLE_PROPERTIES | MANIFEST_MERGE_PROPERTIES
 # Raw tables carry Kafka offsets, so a stale writer must fail rather than be rebased and append twice.
 # The dead-letter table is shared by all topics and deduplicated by batch id, so it keeps retrying.
-RAW_TABLE_PROPERTIES = TABLE_PROPERTIES | {"commit.retry.num-retries": "0"}
+RAW_TABLE_PROPERTIES = APPENDED_TABLE_PROPERTIES | {"commit.retry.num-retries": "0"}
 # Column ids of the envelope in the raw tables (``timestamp`` is stored parsed, as ``event_at``).
 _ENVELOPE_FIELD_IDS = {
     "event_id": 1,
@@ -240,7 +250,7 @@ def ensure_dead_letter_table(catalog: Catalog, settings: Settings) -> Table:
         table_identifier(settings, DEAD_LETTER_TABLE),
         DEAD_LETTER_SCHEMA,
         _day_spec(DEAD_LETTER_SCHEMA, "ingested_at"),
-        TABLE_PROPERTIES,
+        APPENDED_TABLE_PROPERTIES,
     )
 
 
@@ -251,7 +261,7 @@ def ensure_replays_table(catalog: Catalog, settings: Settings) -> Table:
         table_identifier(settings, REPLAYS_TABLE),
         REPLAYS_SCHEMA,
         _day_spec(REPLAYS_SCHEMA, "replayed_at"),
-        TABLE_PROPERTIES,
+        APPENDED_TABLE_PROPERTIES,
     )
 
 
@@ -259,10 +269,28 @@ def _load_or_create(
     catalog: Catalog, identifier: str, schema: Schema, spec: PartitionSpec, properties: dict[str, str]
 ) -> Table:
     try:
-        return catalog.load_table(identifier)
+        table = catalog.load_table(identifier)
     except NoSuchTableError:
         catalog.create_namespace_if_not_exists(identifier.split(".")[0])
         return catalog.create_table_if_not_exists(identifier, schema=schema, partition_spec=spec, properties=properties)
+    return _with_properties(table, properties)
+
+
+def _with_properties(table: Table, properties: dict[str, str]) -> Table:
+    """``table`` with ``properties`` set: a table created by an older release gets the ones added since.
+
+    A metadata-only commit, made once; if another writer committed meanwhile, the table is reloaded and
+    the properties set on it (another process ensuring the same table may have set them already)."""
+    for _ in range(5):
+        missing = {key: value for key, value in properties.items() if table.properties.get(key) != value}
+        if not missing:
+            return table
+        try:
+            with table.transaction() as transaction:
+                transaction.set_properties(missing)
+        except CommitFailedException:
+            table.refresh()
+    return table
 
 
 def ensure_lineage_table(catalog: Catalog, settings: Settings) -> Table:
@@ -273,7 +301,7 @@ def ensure_lineage_table(catalog: Catalog, settings: Settings) -> Table:
         table_identifier(settings, LINEAGE_TABLE),
         LINEAGE_SCHEMA,
         _day_spec(LINEAGE_SCHEMA, "ingested_at"),
-        TABLE_PROPERTIES,
+        APPENDED_TABLE_PROPERTIES,
     )
 
 

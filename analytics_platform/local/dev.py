@@ -199,6 +199,16 @@ def run_dev(settings: Settings, *, rate: float, port: int, echo: Echo) -> None:
         services.append(
             Service("the SQL endpoint", sql, logs / "sql.log", health=lambda: sql_answers(sql_host, sql_port))
         )
+        exporter = [sys.executable, "-m", "analytics_platform.cli", "exporter"]
+        exporter_host, exporter_port = settings.exporter_host, settings.exporter_port
+        services.append(
+            Service(
+                "the metrics exporter",
+                exporter,
+                logs / "exporter.log",
+                health=lambda: api_answers(exporter_host, exporter_port),  # its /healthz, like the API's
+            )
+        )
         for service in services:
             service.start()
         generator = f"{rate:g} events/s ({logs / 'generator.log'})" if rate > 0 else "off (--rate 0)"
@@ -211,6 +221,10 @@ def run_dev(settings: Settings, *, rate: float, port: int, echo: Echo) -> None:
         echo(
             f"SQL: psql postgresql://<key name>@{sql_host}:{sql_port}/warehouse, the key as password "
             f"(an analyst key; logs: {logs / 'sql.log'})"
+        )
+        echo(
+            f"metrics: http://{exporter_host}:{exporter_port}/metrics  (logs: {logs / 'exporter.log'}); "
+            "`make ops` runs Prometheus and Alertmanager on them"
         )
         echo("Ctrl-C stops everything")
         while True:

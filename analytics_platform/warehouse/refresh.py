@@ -8,11 +8,13 @@ it, and it is tested without Dagster.
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import date
 
 from analytics_platform.contracts.envelope import event_types
 from analytics_platform.lakehouse.catalog import load_catalog
+from analytics_platform.lakehouse.lineage import recorded_ingested_at
 from analytics_platform.lakehouse.snapshots import event_days_since
 from analytics_platform.lakehouse.tables import open_raw_table
 from analytics_platform.settings import Settings
@@ -45,7 +47,10 @@ def touched_days(settings: Settings, previous: dict[str, int]) -> tuple[date, da
     bounds = []
     for name, event_type in event_types().items():
         table = open_raw_table(catalog, settings, event_type)
-        if table is not None and (days := event_days_since(table, previous.get(name) or None)):
+        if table is None:
+            continue
+        expired = functools.partial(recorded_ingested_at, catalog, settings, table)  # once its snapshot is gone
+        if days := event_days_since(table, previous.get(name) or None, expired):
             bounds.append(days)
     if not bounds:
         return None

@@ -10,12 +10,15 @@ import dagster as dg
 from pydantic import Field
 
 from analytics_platform.contracts.envelope import EventType, event_types
+from analytics_platform.defs.operations.checks import raw_freshness_policy
 from analytics_platform.defs.resources import PlatformResource
 from analytics_platform.defs.retries import TRANSIENT_RETRY, honest_failures
 from analytics_platform.defs.runs import wait_for_run_to_end
 from analytics_platform.ingest.land import BatchResult, land_run
 from analytics_platform.ingest.plan import BatchPlan, plan_next_run
 from analytics_platform.lakehouse.tables import DEAD_LETTER_TABLE
+from analytics_platform.operations.batches import LagProbe, batch_figures, run_figures
+from analytics_platform.settings import get_settings
 
 DEAD_LETTER_KEY = dg.AssetKey(["raw", DEAD_LETTER_TABLE])
 STAGES = ("consume", "decode", "commit")
@@ -74,6 +77,7 @@ def build_raw_asset(event_type: EventType) -> dg.AssetsDefinition:
         group_name="raw",
         kinds={"iceberg", "python"},
         retry_policy=TRANSIENT_RETRY,
+        freshness_policy=raw_freshness_policy(get_settings(), event_type.name),  # docs/runbooks.md#raw-freshness
         description=(
             f"Iceberg table `raw.{event_type.name}`: one row per message of `{event_type.topic}`, "
             "partitioned by day of event time; each snapshot records the Kafka offsets it landed."
@@ -83,7 +87,8 @@ def build_raw_asset(event_type: EventType) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, config: IngestConfig, platform: PlatformResource
     ) -> dg.MaterializeResult:
         settings = platform.settings()
-        with honest_failures(context):
+        # The probe reads the topic's log end after each batch, for the lag shown with it (docs/operations.md#metrics).
+        with honest_failures(context), LagProbe(settings.bootstrap_servers, event_type.topic) as probe:
             if config.after_run:
                 wait_for_run_to_end(context.instance, config.after_run, context.log)
             plan = (
@@ -100,11 +105,11 @@ def build_raw_asset(event_type: EventType) -> dg.AssetsDefinition:
             def landed(batch: BatchResult) -> None:
                 context.log.info(f"landed {batch.rows_landed} rows of {batch.plan.ranges}")
                 if config.follow_s:  # a following run lasts minutes: show each micro-batch as it commits
-                    context.log_event(
-                        dg.AssetMaterialization(raw_asset_key(event_type), metadata=_batch_metadata(batch))
-                    )
+                    metadata = _batch_metadata(batch) | batch_figures(batch, probe.lag(batch.next_offsets))
+                    context.log_event(dg.AssetMaterialization(raw_asset_key(event_type), metadata=metadata))
 
             batches = land_run(settings, plan, follow_s=config.follow_s, on_batch=landed, run_id=context.run.run_id)
+            lag = probe.lag(batches[-1].next_offsets) if batches else None
         dead_lettered = sum(batch.dead_lettered for batch in batches)
         if dead_lettered:
             context.log_event(
@@ -124,6 +129,7 @@ def build_raw_asset(event_type: EventType) -> dg.AssetsDefinition:
                 "snapshot_id": str(batches[-1].snapshot_id if batches else None),
                 "seconds": dg.MetadataValue.json(seconds),
                 "unknown_fields": dg.MetadataValue.json(sorted({f for b in batches for f in b.unknown_fields})),
+                **run_figures(batches, lag, followed=bool(config.follow_s)),
             }
         )
 

@@ -7,7 +7,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from analytics_platform.exceptions import (
     AccessDeniedError,
@@ -19,6 +20,7 @@ from analytics_platform.exceptions import (
     NotPublishedError,
     TransientError,
 )
+from analytics_platform.operations.exporter import platform_registry
 from analytics_platform.serving import cursors
 from analytics_platform.serving.access import KeyStore
 from analytics_platform.serving.api import events, metrics, replays
@@ -46,10 +48,13 @@ def create_app(settings: Settings) -> FastAPI:
         lake=lake_connection(settings),
         launch_replay=webserver_launcher(settings),
     )
+    # The platform's figures for Prometheus (docs/operations.md#metrics), read from the sources on scrape.
+    registry, collector = platform_registry(settings, builds=state.builds)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
+        collector.close()
         state.builds.close()
         state.lake.close()
 
@@ -66,6 +71,11 @@ def create_app(settings: Settings) -> FastAPI:
     def healthz() -> dict[str, str]:
         """Liveness: the process answers (no key needed)."""
         return {"status": "ok"}
+
+    @app.get("/metrics", tags=["health"], include_in_schema=False)
+    def prometheus_metrics() -> Response:
+        """The platform's metrics in Prometheus's text format (no key needed, like /healthz)."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     def problem(status: int, error: Exception, headers: dict[str, str] | None = None) -> JSONResponse:
         return JSONResponse({"detail": str(error)}, status_code=status, headers=headers)

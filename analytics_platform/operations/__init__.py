@@ -1,0 +1,2 @@
+"""Operating the platform, Dagster-free: the figures Prometheus scrapes and the exporter that serves them,
+Prometheus and Alertmanager on the rules shipped in ``ops/``, and the runbook commands."""

@@ -1,0 +1,356 @@
+"""Soak stage: the whole local platform (``analytics-platform dev``: broker, dagster dev with its sensors and
+schedules, API, SQL endpoint, exporter) under a steady stream for an hour, then checks it stayed healthy.
+
+The stage produces the live generator's stream itself (``dev --rate 0``), so it knows when production
+ends. While it runs it samples, once a minute, the resident memory of every ingest run's process and the
+data files of each raw day partition. When production ends and ingestion has drained, an independent
+client (kafka-python, not the platform's confluent-kafka) reads every topic from the start, and each
+message is matched to its raw row by topic, partition and offset:
+
+* exactly once: every message landed, none twice, no duplicate ``event_id``;
+* produce -> raw latency of each message: the Kafka timestamp (set by the producer) to the commit time
+  of the snapshot that landed it (kept snapshots from the table, expired ones from raw.ingest_snapshots),
+  p95 per window (5 minutes; a sixth of the run with ``--quick``), and its trend (least-squares slope);
+* commit time: the median of the micro-batch commits in the first and the last sixth of the run;
+* ingest RSS: the largest ingest process in the last sixth against the first;
+* files per partition: the most data files any raw day partition held, over time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import statistics
+import threading
+import time
+from collections import defaultdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from common import free_port, isolate, percentile
+
+SAMPLE_S = 60.0
+STARTUP_TIMEOUT_S = 300.0
+DRAIN_TIMEOUT_S = 300.0
+WARM_UP_EVENTS = 300
+
+
+def _rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def _ingest_processes(instance) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """Pid of each ingest run in progress: the run worker's command line names its run id."""
+    import dagster as dg
+
+    runs = {
+        record.dagster_run.run_id
+        for record in instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+        if record.dagster_run.job_name.startswith("ingest_")
+    }
+    found: dict[str, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        for run_id in runs:
+            if run_id in command:
+                found[run_id] = int(entry.name)
+    return found
+
+
+def _files_per_partition(settings) -> int:  # type: ignore[no-untyped-def]
+    """The most data files any day partition of any raw table holds in its current snapshot."""
+    from analytics_platform.contracts.envelope import event_types
+    from analytics_platform.lakehouse.catalog import load_catalog
+    from analytics_platform.lakehouse.tables import ensure_raw_table
+
+    catalog = load_catalog(settings)
+    most = 0
+    for event_type in event_types().values():
+        table = ensure_raw_table(catalog, settings, event_type)
+        if table.current_snapshot() is None:
+            continue
+        counts: dict[str, int] = defaultdict(int)
+        for task in table.scan().plan_files():
+            counts[str(task.file.partition)] += 1
+        most = max([most, *counts.values()])
+    return most
+
+
+def _commit_times(settings) -> dict[tuple[str, datetime], float]:  # type: ignore[no-untyped-def]
+    """Commit time of every raw snapshot that landed rows, keyed by (table, the ingested_at it stamped):
+    the kept snapshots from each table, the expired ones from raw.ingest_snapshots."""
+    from pyiceberg.exceptions import NoSuchTableError
+
+    from analytics_platform.contracts.envelope import event_types
+    from analytics_platform.lakehouse.catalog import load_catalog
+    from analytics_platform.lakehouse.snapshots import INGESTED_AT_KEY, properties
+    from analytics_platform.lakehouse.tables import LINEAGE_TABLE, ensure_raw_table, table_identifier
+
+    catalog = load_catalog(settings)
+    commits: dict[tuple[str, datetime], float] = {}
+    try:
+        recorded = catalog.load_table(table_identifier(settings, LINEAGE_TABLE))
+    except NoSuchTableError:  # nothing was expired
+        recorded = None
+    if recorded is not None and recorded.current_snapshot() is not None:
+        data = recorded.scan(selected_fields=("table_name", "committed_at", "ingested_at")).to_arrow()
+        for name, committed_at, ingested_at in zip(
+            data.column("table_name").to_pylist(),
+            data.column("committed_at").to_pylist(),
+            data.column("ingested_at").to_pylist(),
+            strict=True,
+        ):
+            commits[(name, ingested_at)] = committed_at.timestamp()
+    for name, event_type in event_types().items():
+        for snapshot in ensure_raw_table(catalog, settings, event_type).snapshots():
+            if INGESTED_AT_KEY in (props := properties(snapshot)):
+                at = datetime.fromisoformat(props[INGESTED_AT_KEY])
+                commits[(table_identifier(settings, name), at)] = snapshot.timestamp_ms / 1000
+    return commits
+
+
+def _kafka_messages(bootstrap: str, topics: list[str]) -> dict[tuple[str, int, int], float]:
+    """(topic, partition, offset) -> Kafka timestamp in seconds of every message, read by kafka-python to the
+    end of each partition (the embedded broker's high watermark is not trusted: read until nothing comes)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=10_000)
+    try:
+        partitions = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        messages: dict[tuple[str, int, int], float] = {}
+        for message in consumer:  # ends after 10 s without a message
+            messages[(message.topic, message.partition, message.offset)] = message.timestamp / 1000
+        return messages
+    finally:
+        consumer.close()
+
+
+def _landed_rows(settings) -> tuple[dict[tuple[str, int, int], tuple[str, datetime]], int]:  # type: ignore[no-untyped-def]
+    """(topic, partition, offset) -> (table name, ingested_at) of every raw row, and the number of rows
+    beyond one per message (duplicates) plus duplicate event ids."""
+    from analytics_platform.contracts.envelope import event_types
+    from analytics_platform.lakehouse.catalog import load_catalog
+    from analytics_platform.lakehouse.tables import ensure_raw_table, table_identifier
+
+    catalog = load_catalog(settings)
+    rows: dict[tuple[str, int, int], tuple[str, datetime]] = {}
+    doubled = 0
+    for name, event_type in event_types().items():
+        data = (
+            ensure_raw_table(catalog, settings, event_type)
+            .scan(selected_fields=("event_id", "kafka_topic", "kafka_partition", "kafka_offset", "ingested_at"))
+            .to_arrow()
+        )
+        ids = data.column("event_id").to_pylist()
+        doubled += len(ids) - len(set(ids))
+        for topic, partition, offset, ingested_at in zip(
+            data.column("kafka_topic").to_pylist(),
+            data.column("kafka_partition").to_pylist(),
+            data.column("kafka_offset").to_pylist(),
+            data.column("ingested_at").to_pylist(),
+            strict=True,
+        ):
+            key = (topic, partition, offset)
+            doubled += key in rows
+            rows[key] = (table_identifier(settings, name), ingested_at)
+    return rows, doubled
+
+
+def _commit_seconds(instance, since: float) -> list[tuple[float, float]]:  # type: ignore[no-untyped-def]
+    """(time, commit seconds) of every micro-batch the raw assets recorded since ``since``."""
+    import dagster as dg
+
+    from analytics_platform.contracts.envelope import event_types
+
+    commits = []
+    for name in event_types():
+        for record in instance.fetch_materializations(dg.AssetKey(["raw", name]), limit=100_000).records:
+            metadata = record.asset_materialization.metadata if record.asset_materialization else {}
+            if record.timestamp >= since and "seconds" in metadata and "micro_batches" not in metadata:
+                commit = metadata["seconds"].value.get("commit")  # type: ignore[union-attr]
+                if commit is not None:
+                    commits.append((record.timestamp, float(commit)))
+    return sorted(commits)
+
+
+def _slope_per_hour(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (seconds since start, value), per hour."""
+    if len(points) < 2:
+        return 0.0
+    xs, ys = [x for x, _ in points], [y for _, y in points]
+    mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
+    spread_x = sum((x - mean_x) ** 2 for x in xs)
+    if spread_x == 0:
+        return 0.0
+    return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / spread_x * 3600
+
+
+def run(workdir: Path, *, rate: float, duration_s: float, echo) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    from analytics_platform.contracts.envelope import event_types
+    from analytics_platform.kafka import broker
+    from analytics_platform.kafka.producer import publish
+    from analytics_platform.lakehouse.catalog import load_catalog
+    from analytics_platform.local.dev import BIN, REPO_ROOT
+    from analytics_platform.local.instance import get_instance
+    from analytics_platform.local.processes import spawn, stop_group
+    from analytics_platform.local.report import landed_counts
+    from analytics_platform.settings import get_settings
+    from analytics_platform.sim.generator import live_sessions
+
+    home = workdir / "soak"
+    env = isolate(home, free_port())
+    for name in ("PLATFORM_API_PORT", "PLATFORM_SQL_PORT", "PLATFORM_EXPORTER_PORT"):
+        env[name] = os.environ[name] = str(free_port())
+    settings = get_settings()
+    window_s = 300.0 if duration_s >= 1800 else duration_s / 6
+    # The stage's own broker, which dev uses: it outlives dev, so the messages can be read back after.
+    broker.start(settings)
+    dev = spawn(
+        [str(BIN / "analytics-platform"), "dev", "--rate", "0", "--port", str(free_port())],
+        home / "dev.log",
+        env={**env, "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}"},
+        cwd=REPO_ROOT,
+    )
+
+    def landed() -> int:
+        try:
+            return sum(landed_counts(load_catalog(settings), settings)[0].values())
+        except Exception:  # noqa: BLE001 - dev has not created the catalog yet
+            return -1
+
+    def wait(condition, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + timeout_s
+        while not condition():
+            if dev.poll() is not None:
+                raise RuntimeError(f"analytics-platform dev exited ({dev.returncode}); see {home / 'dev.log'}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+            time.sleep(1.0)
+
+    samples: list[dict[str, Any]] = []
+    try:
+        began = time.time()
+        wait(lambda: landed() >= 0, STARTUP_TIMEOUT_S, "dev to create the raw tables")
+        stream = itertools.chain.from_iterable(live_sessions(seed=11))
+        publish(itertools.islice(stream, WARM_UP_EVENTS), settings.bootstrap_servers)
+        wait(lambda: landed() >= WARM_UP_EVENTS, STARTUP_TIMEOUT_S, "the warm-up events to land")
+        echo(f"  dev up and ingesting after {time.time() - began:.0f}s (log: {home / 'dev.log'})")
+
+        count = int(rate * duration_s)
+        expected = landed() + count
+        echo(f"producing {count:,} events at {rate:,.0f}/s for {duration_s:.0f}s ...")
+        started = time.time()
+        producer = threading.Thread(
+            target=publish, args=(itertools.islice(stream, count), settings.bootstrap_servers), kwargs={"rate": rate}
+        )
+        producer.start()
+        instance = get_instance(settings)
+        peak: dict[str, float] = {}  # run id -> largest RSS seen
+        next_sample = time.monotonic()
+        while producer.is_alive() or landed() < expected:
+            if time.time() - started > duration_s + DRAIN_TIMEOUT_S:
+                echo(f"  not drained {DRAIN_TIMEOUT_S:.0f}s after production ended: {landed():,} of {expected:,}")
+                break
+            if dev.poll() is not None:
+                raise RuntimeError(f"analytics-platform dev exited ({dev.returncode}); see {home / 'dev.log'}")
+            if time.monotonic() >= next_sample:
+                next_sample += SAMPLE_S
+                rss = {run: r for run, pid in _ingest_processes(instance).items() if (r := _rss_mb(pid)) is not None}
+                for run, value in rss.items():
+                    peak[run] = max(peak.get(run, 0.0), value)
+                sample = {
+                    "at_s": round(time.time() - started, 1),
+                    "landed": landed(),
+                    "ingest_rss_mb": max(rss.values(), default=None),
+                    "files_per_partition": _files_per_partition(settings),
+                }
+                samples.append(sample)
+                echo(
+                    f"  {sample['at_s']:>6.0f}s: {sample['landed']:,} landed, ingest RSS "
+                    f"{sample['ingest_rss_mb'] or 0:,.0f} MiB, <= {sample['files_per_partition']} files per partition"
+                )
+            time.sleep(1.0)
+        producer.join()
+        ended = time.time()
+        commits = _commit_seconds(instance, started)
+    finally:
+        stop_group(dev, timeout_s=60.0)
+    try:
+        echo("  reading every topic back with kafka-python ...")
+        messages = _kafka_messages(settings.bootstrap_servers, [t.topic for t in event_types().values()])
+    finally:
+        broker.stop(settings)
+    rows, doubled = _landed_rows(settings)
+    return _figures(messages, rows, doubled, _commit_times(settings), started, ended, window_s, samples, commits, peak)
+
+
+def _figures(
+    messages: dict[tuple[str, int, int], float],
+    rows: dict[tuple[str, int, int], tuple[str, datetime]],
+    doubled: int,
+    commit_times: dict[tuple[str, datetime], float],
+    started: float,
+    ended: float,
+    window_s: float,
+    samples: list[dict[str, Any]],
+    commits: list[tuple[float, float]],
+    peak: dict[str, float],
+) -> dict[str, Any]:
+    measured = {key: stamp for key, stamp in messages.items() if stamp >= started}
+    missing = [key for key in measured if key not in rows]
+    # Rows landed from no message read back (none should be): an offset the log no longer holds.
+    unknown = [key for key in rows if key not in messages]
+    windows: dict[int, list[float]] = defaultdict(list)
+    unmatched = 0
+    for key, stamp in measured.items():
+        if key not in rows:
+            continue
+        committed = commit_times.get(rows[key])
+        if committed is None:
+            unmatched += 1
+            continue
+        windows[int((stamp - started) // window_s)].append(committed - stamp)
+    latencies = [value for values in windows.values() for value in values]
+    p95_by_window = [percentile(values, 95) for _, values in sorted(windows.items())]
+    sixth = (ended - started) / 6
+
+    def commit_median(low: float, high: float) -> float | None:
+        values = [seconds for at, seconds in commits if low <= at - started < high]
+        return statistics.median(values) if values else None
+
+    first_rss = [s["ingest_rss_mb"] for s in samples if s["at_s"] < sixth and s["ingest_rss_mb"] is not None]
+    last_rss = [s["ingest_rss_mb"] for s in samples if s["at_s"] >= 5 * sixth and s["ingest_rss_mb"] is not None]
+    return {
+        "events": len(measured),
+        "not_landed": len(missing),
+        "landed_twice": doubled,
+        "rows_without_message": len(unknown),
+        "latency_unmatched": unmatched,
+        "window_s": window_s,
+        "raw_p50_s": percentile(latencies, 50) if latencies else None,
+        "raw_p95_s": percentile(latencies, 95) if latencies else None,
+        "raw_p95_by_window_s": p95_by_window,
+        "raw_p95_slope_s_per_hour": _slope_per_hour([(i * window_s, v) for i, v in enumerate(p95_by_window)]),
+        "commit_median_first_s": commit_median(0, sixth),
+        "commit_median_last_s": commit_median(5 * sixth, float("inf")),
+        "commits": len(commits),
+        "ingest_rss_first_mb": max(first_rss, default=None),
+        "ingest_rss_last_mb": max(last_rss, default=None),
+        "ingest_runs_seen": len(peak),
+        "files_per_partition_by_sample": [s["files_per_partition"] for s in samples],
+        "samples": samples,
+    }
