@@ -213,7 +213,10 @@ def run_ops(
     def stop(signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
+    # Both, explicitly: a parent that ignored or blocked them (both survive exec) would leave Ctrl-C unheard.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     config = OpsConfig.from_settings(
         settings, prometheus_port=prometheus_port, alertmanager_port=alertmanager_port, webhook_url=webhook_url
     )
