@@ -113,3 +113,20 @@ def rss_mb() -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def commit_seconds(instance, since: float) -> list[tuple[float, float]]:  # type: ignore[no-untyped-def]
+    """(time, commit seconds) of every micro-batch the raw assets recorded since ``since``."""
+    import dagster as dg
+
+    from analytics_platform.contracts.envelope import event_types
+
+    commits = []
+    for name in event_types():
+        for record in instance.fetch_materializations(dg.AssetKey(["raw", name]), limit=100_000).records:
+            metadata = record.asset_materialization.metadata if record.asset_materialization else {}
+            if record.timestamp >= since and "seconds" in metadata and "micro_batches" not in metadata:
+                commit = metadata["seconds"].value.get("commit")  # type: ignore[union-attr]
+                if commit is not None:
+                    commits.append((record.timestamp, float(commit)))
+    return sorted(commits)

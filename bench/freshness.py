@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from common import free_port, isolate, percentile
+from common import commit_seconds, free_port, isolate, percentile
 
 POLL_S = 1.0
 STARTUP_TIMEOUT_S = 300.0
@@ -148,18 +148,9 @@ def _commit_seconds_by_minute(instance, started: float) -> list[float]:  # type:
     """Median Iceberg commit time of the micro-batches landed in each minute of the stage: it must not creep."""
     import statistics
 
-    import dagster as dg
-
-    from analytics_platform.contracts.envelope import event_types
-
     by_minute: dict[int, list[float]] = defaultdict(list)
-    for name in event_types():
-        for record in instance.fetch_materializations(dg.AssetKey(["raw", name]), limit=10_000).records:
-            metadata = record.asset_materialization.metadata if record.asset_materialization else {}
-            if record.timestamp >= started and "seconds" in metadata and "micro_batches" not in metadata:
-                commit = metadata["seconds"].value.get("commit")  # type: ignore[union-attr]
-                if commit is not None:
-                    by_minute[int((record.timestamp - started) // 60)].append(commit)
+    for at, seconds in commit_seconds(instance, started):
+        by_minute[int((at - started) // 60)].append(seconds)
     return [statistics.median(values) for _, values in sorted(by_minute.items())]
 
 

@@ -28,7 +28,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from common import free_port, isolate, percentile
+from common import commit_seconds, free_port, isolate, percentile
 
 SAMPLE_S = 60.0
 STARTUP_TIMEOUT_S = 300.0
@@ -170,23 +170,6 @@ def _landed_rows(settings) -> tuple[dict[tuple[str, int, int], tuple[str, dateti
     return rows, doubled
 
 
-def _commit_seconds(instance, since: float) -> list[tuple[float, float]]:  # type: ignore[no-untyped-def]
-    """(time, commit seconds) of every micro-batch the raw assets recorded since ``since``."""
-    import dagster as dg
-
-    from analytics_platform.contracts.envelope import event_types
-
-    commits = []
-    for name in event_types():
-        for record in instance.fetch_materializations(dg.AssetKey(["raw", name]), limit=100_000).records:
-            metadata = record.asset_materialization.metadata if record.asset_materialization else {}
-            if record.timestamp >= since and "seconds" in metadata and "micro_batches" not in metadata:
-                commit = metadata["seconds"].value.get("commit")  # type: ignore[union-attr]
-                if commit is not None:
-                    commits.append((record.timestamp, float(commit)))
-    return sorted(commits)
-
-
 def _slope_per_hour(points: list[tuple[float, float]]) -> float:
     """Least-squares slope of (seconds since start, value), per hour."""
     if len(points) < 2:
@@ -286,7 +269,7 @@ def run(workdir: Path, *, rate: float, duration_s: float, echo) -> dict[str, Any
             time.sleep(1.0)
         producer.join()
         ended = time.time()
-        commits = _commit_seconds(instance, started)
+        commits = commit_seconds(instance, started)
     finally:
         stop_group(dev, timeout_s=60.0)
     try:
