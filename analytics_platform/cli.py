@@ -129,14 +129,31 @@ def generate(
     reference_data: Annotated[
         bool, typer.Option(help="Also produce the product catalog and user profiles, with mid-stream changes.")
     ] = True,
+    anomaly: Annotated[
+        str | None,
+        typer.Option(
+            help="Inject a data-quality incident the anomaly checks should find: volume-drop, volume-spike, "
+            "error-spike, dead-letter-spike, funnel-dip, null-drift or unknown-fields (docs/operations.md)."
+        ),
+    ] = None,
+    at: Annotated[datetime | None, typer.Option(help="When the --anomaly starts (UTC, inside the days).")] = None,
+    anomaly_minutes: Annotated[int, typer.Option("--for", help="How long the --anomaly lasts, in minutes.")] = 60,
 ) -> None:
     """Produce a synthetic e-commerce stream (sessions flowing visit -> cart -> checkout -> purchase)."""
-    from datetime import UTC
+    from datetime import UTC, timedelta
 
     from analytics_platform.kafka.admin import create_topics
     from analytics_platform.kafka.producer import producer_options, publish
-    from analytics_platform.sim.generator import DEFAULT_START, generate_events, live_sessions
+    from analytics_platform.sim.generator import DEFAULT_START, Anomaly, generate_events, live_sessions
 
+    incident = None
+    if anomaly is not None:
+        if at is None or live:
+            _fail("--anomaly needs --at (when it starts, inside the generated days) and cannot be --live")
+        try:
+            incident = Anomaly(anomaly, (at or DEFAULT_START).replace(tzinfo=UTC), timedelta(minutes=anomaly_minutes))
+        except ValueError as error:
+            _fail(str(error))
     settings = _settings()
     create_topics(settings.bootstrap_servers, settings.topic_partitions)
     if live:
@@ -147,10 +164,21 @@ def generate(
         return
     first_day = start.replace(tzinfo=UTC) if start else DEFAULT_START
     extra = " plus the catalog and user profiles" if reference_data else ""
-    _echo(
-        f"generating {events:,} activity events{extra} over {days} day(s) from {first_day:%Y-%m-%d} (seed {seed}) ..."
-    )
-    stream_events = generate_events(events, seed=seed, days=days, start=first_day, reference_data=reference_data)
+    _echo(f"generating {events:,} session events{extra} over {days} day(s) from {first_day:%Y-%m-%d} (seed {seed}) ...")
+    try:
+        stream_events = generate_events(
+            events,
+            seed=seed,
+            days=days,
+            start=first_day,
+            reference_data=reference_data,
+            anomalies=[incident] if incident else [],
+        )
+    except ValueError as error:
+        _fail(str(error))
+        raise
+    if incident is not None:
+        _echo(f"  with a {incident.kind} from {incident.at:%Y-%m-%dT%H:%M}Z to {incident.end:%Y-%m-%dT%H:%M}Z")
     started = time.monotonic()
     delivered = publish(
         stream_events,

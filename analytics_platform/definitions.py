@@ -35,6 +35,7 @@ def platform_definitions() -> dg.Definitions:
     """The whole code location: ingestion, raw quality checks, dbt, marts jobs, sensors, schedules and replays."""
     from analytics_platform.defs.maintenance.definitions import maintenance_definitions
     from analytics_platform.defs.operations.definitions import operations_definitions
+    from analytics_platform.defs.quality.anomalies import anomaly_definitions
     from analytics_platform.defs.replays.jobs import replay_definitions
     from analytics_platform.defs.transform.definitions import transform_definitions
 
@@ -45,6 +46,7 @@ def platform_definitions() -> dg.Definitions:
         replay_definitions(),
         operations_definitions(),  # Dagster-native alerts: freshness checks, alerting sensors
         maintenance_definitions(),  # compaction, snapshot expiry and orphan files, retention
+        anomaly_definitions(),  # data-quality anomaly checks (warnings) and their hourly job
         _shared(),
     )
 

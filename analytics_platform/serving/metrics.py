@@ -126,6 +126,14 @@ METRICS: dict[str, Metric] = {
             column_filters=("country",),
             country_column="country",
         ),
+        Metric(
+            "errors_per_minute",
+            "marts.fct_errors_per_minute",
+            "App errors and the sessions they came from per UTC minute, client (event_source) and error code. Live.",
+            key=("event_minute", "event_source", "error_code"),
+            time_column="event_minute",
+            live=True,
+        ),
     )
 }
 

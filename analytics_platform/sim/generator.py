@@ -4,11 +4,19 @@ Each session is one journey (one ``correlation_id``): a few page views, then wit
 an add-to-cart, a checkout and a purchase. Given the same seed, start and size the stream is
 byte-for-byte identical, so tests can recompute every metric from the generated events.
 
+A few sessions also hit an error, which the client's error logging reports as an ``app_error``
+event of the session (drawn from a random stream of their own, so the journeys are the same with or
+without them).
+
 With reference data (:func:`generate_dataset`) the stream also carries the catalog service's
 ``product_changed`` and the accounts service's ``user_profile_changed`` events, and both change
 inside the window, so slowly changing dimensions and "as of event time" joins have something to get
 wrong. Activity stays consistent with them: a cart line costs the product's price at that moment,
 nobody browses before signing up, and delisted products are no longer viewed.
+
+An :class:`Anomaly` injects one data-quality incident into a generated window (a volume drop or
+spike, an error or dead-letter spike, a funnel dip, null-rate drift, undeclared fields), for the
+anomaly checks of :mod:`analytics_platform.quality.anomalies` to find.
 """
 
 from __future__ import annotations
@@ -35,6 +43,28 @@ REFERRERS = (None, "google", "newsletter", "instagram", "direct")
 P_ADD_TO_CART = 0.35
 P_CHECKOUT = 0.55
 P_PURCHASE = 0.7
+
+# App errors: the share of sessions whose client reports an error, and what each source reports (code,
+# message; a message names the page, so it varies too much to group by).
+P_SESSION_ERROR = 0.03
+APP_ERRORS: dict[str, tuple[tuple[str, str], ...]] = {
+    "web": (
+        ("NETWORK_TIMEOUT", "request for {page} timed out after 10 s"),
+        ("HTTP_500", "{page}: the server answered 500 Internal Server Error"),
+        ("JS_TYPE_ERROR", "TypeError: cannot read properties of undefined (reading 'price') on {page}"),
+        ("IMAGE_LOAD_FAILED", "an image on {page} failed to load"),
+    ),
+    "ios": (
+        ("NETWORK_TIMEOUT", "request for {page} timed out after 10 s"),
+        ("HTTP_500", "{page}: the server answered 500 Internal Server Error"),
+        ("IMAGE_LOAD_FAILED", "an image on {page} failed to load"),
+        ("APP_NOT_RESPONDING", "the main thread was blocked for 5 s on {page}"),
+    ),
+}
+APP_ERRORS["android"] = APP_ERRORS["ios"]
+APP_ERROR_WEIGHTS = (40, 25, 20, 15)
+# The page an app error of a funnel step is reported from (page views report their own page).
+STEP_PAGES = {"add_to_cart": "/cart", "checkout": "/checkout", "purchase": "/checkout/confirm"}
 
 # Reference data. The catalog prices in one currency, so with reference data every order is in it too.
 CATALOG_CURRENCY = "EUR"
@@ -144,6 +174,7 @@ class EventGenerator:
 
     def __init__(self, seed: int = 42, users: int = 5_000, products: int = 200) -> None:
         self.rng = random.Random(seed)
+        self.error_rng = random.Random(f"app_error:{seed}")  # app errors never shift the journeys
         self.user_ids = [f"u{index:06d}" for index in range(users)]
         self.products = [
             Product(
@@ -158,8 +189,8 @@ class EventGenerator:
         self.product_versions: dict[str, list[ProductVersion]] = {}
         self.user_versions: dict[str, list[UserVersion]] = {}
 
-    def _uuid(self) -> str:
-        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+    def _uuid(self, rng: random.Random | None = None) -> str:
+        return str(uuid.UUID(int=(rng or self.rng).getrandbits(128), version=4))
 
     def _moment(self, after: datetime, before: datetime) -> datetime:
         """A random moment in [after, before) on a whole millisecond.
@@ -316,7 +347,35 @@ class EventGenerator:
         return version.price if version is not None and version.is_active else None
 
     def session(self, start: datetime) -> list[dict[str, Any]]:
-        """One user's session starting at ``start``: the events in time order."""
+        """One user's session starting at ``start``: its activity in time order, and in a few sessions
+        (``P_SESSION_ERROR``) an app error shortly after one of its events."""
+        events = self._journey(start)
+        if self.error_rng.random() < P_SESSION_ERROR:
+            after = self.error_rng.choice(events)
+            index = events.index(after) + 1
+            events.insert(index, self.app_error(after, self.error_rng))
+        return events
+
+    def app_error(
+        self, after: dict[str, Any], rng: random.Random, code: str | None = None, message: str | None = None
+    ) -> dict[str, Any]:
+        """An ``app_error`` of ``after``'s session, on its page, up to 5 s after it (a code and message
+        of its source, or the ones given)."""
+        page = after["payload"].get("page") or STEP_PAGES[after["event_type"]]
+        if code is None or message is None:
+            code, message = rng.choices(APP_ERRORS[after["source"]], weights=APP_ERROR_WEIGHTS)[0]
+        moment = datetime.strptime(after["timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        return {
+            "event_id": self._uuid(rng),
+            "event_type": "app_error",
+            "timestamp": format_timestamp(moment + rng.randrange(50, 5_000) * _ONE_MS),
+            **{name: after[name] for name in ("source", "user_id", "session_id", "correlation_id")},
+            "payload": {"error_code": code, "message": message.format(page=page), "page": page},
+            "schema_version": SCHEMA_VERSION,
+        }
+
+    def _journey(self, start: datetime) -> list[dict[str, Any]]:
+        """One user's activity from ``start``: page views, then perhaps a cart, a checkout, a purchase."""
         rng = self.rng
         user_id = rng.choices(self.user_ids, cum_weights=self._user_cum_weights)[0]
         while not self._signed_up_before(user_id, start):  # redraw: 80% of users signed up before the window
@@ -411,6 +470,88 @@ class EventGenerator:
         return events
 
 
+ACTIVITY_TYPES = ("user_visit", "add_to_cart", "checkout", "purchase")
+# The incidents an Anomaly injects, each into the events of its window [at, at + duration):
+ANOMALY_KINDS = (
+    "volume-drop",  # VOLUME_DROP_SHARE of the sessions starting in it never arrive (a client stops sending)
+    "volume-spike",  # VOLUME_SPIKE_FACTOR times the sessions start in it (a bot, a campaign)
+    "error-spike",  # ERROR_SPIKE_SHARE of its activity events are followed by SPIKE_ERROR (a backend is down)
+    "dead-letter-spike",  # its activity events are sent twice (a retry bug): the gate dead-letters the copies
+    "funnel-dip",  # FUNNEL_DIP_SHARE of its purchases never happen (a payment outage)
+    "null-drift",  # its page views lose their product_id (a tracking regression)
+    "unknown-fields",  # its activity events carry payload.<DRIFT_FIELD>, which no schema declares
+)
+VOLUME_DROP_SHARE = 0.9
+VOLUME_SPIKE_FACTOR = 4
+ERROR_SPIKE_SHARE = 0.5
+SPIKE_ERROR = ("HTTP_503", "{page}: the server answered 503 Service Unavailable")
+FUNNEL_DIP_SHARE = 0.9
+DRIFT_FIELD = "ab_variant"
+
+
+@dataclass(frozen=True)
+class Anomaly:
+    """One data-quality incident to inject into a generated window: ``kind`` (of ANOMALY_KINDS) in the
+    events from ``at`` (UTC) for ``duration``."""
+
+    kind: str
+    at: datetime
+    duration: timedelta = timedelta(hours=1)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ANOMALY_KINDS:
+            raise ValueError(f"unknown anomaly {self.kind!r}; kinds: {', '.join(ANOMALY_KINDS)}")
+        if self.at.tzinfo is None or self.duration <= timedelta(0):
+            raise ValueError("an anomaly needs a time zone-aware start (`at`) and a positive duration")
+
+    @property
+    def end(self) -> datetime:
+        return self.at + self.duration
+
+    def covers(self, timestamp: str) -> bool:
+        """Whether a wire timestamp is in the anomaly's window (the wire format sorts like time)."""
+        return format_timestamp(self.at) <= timestamp < format_timestamp(self.end)
+
+
+def _inject(
+    generator: EventGenerator, rng: random.Random, events: list[dict[str, Any]], anomaly: Anomaly
+) -> list[dict[str, Any]]:
+    """The sessions' events with ``anomaly`` injected (decided by ``rng``, so the rest stays as it was)."""
+    kind, covers = anomaly.kind, anomaly.covers
+    in_window = [e for e in events if e["event_type"] in ACTIVITY_TYPES and covers(e["timestamp"])]
+    firsts: dict[str, str] = {}
+    for event in events:
+        firsts[event["correlation_id"]] = min(event["timestamp"], firsts.get(event["correlation_id"], "9"))
+    starting = [journey for journey, first in firsts.items() if covers(first)]
+    if kind == "volume-drop":
+        lost = {journey for journey in starting if rng.random() < VOLUME_DROP_SHARE}
+        return [e for e in events if e["correlation_id"] not in lost]
+    if kind == "volume-spike":
+        extra: list[dict[str, Any]] = []
+        for _ in range((VOLUME_SPIKE_FACTOR - 1) * len(starting)):
+            extra += generator.session(anomaly.at + rng.random() * anomaly.duration)
+        return events + extra
+    if kind == "error-spike":
+        chosen = {id(e) for e in in_window if rng.random() < ERROR_SPIKE_SHARE}
+        spiked: list[dict[str, Any]] = []
+        for event in events:
+            spiked.append(event)
+            if id(event) in chosen:
+                spiked.append(generator.app_error(event, rng, *SPIKE_ERROR))
+        return spiked
+    if kind == "dead-letter-spike":
+        return events + [dict(event) for event in in_window]
+    if kind == "funnel-dip":
+        failed = {id(e) for e in in_window if e["event_type"] == "purchase" and rng.random() < FUNNEL_DIP_SHARE}
+        return [e for e in events if id(e) not in failed]
+    changed = {id(e) for e in in_window if kind == "unknown-fields" or e["event_type"] == "user_visit"}
+    if kind == "null-drift":
+        patch: dict[str, Any] = {"product_id": None}
+    else:
+        patch = {DRIFT_FIELD: "B"}
+    return [{**e, "payload": {**e["payload"], **patch}} if id(e) in changed else e for e in events]
+
+
 def _check_options(count: int, days: int, late_fraction: float) -> None:
     if count < 0 or days < 1:
         raise ValueError("count must be >= 0 and days >= 1")
@@ -418,14 +559,25 @@ def _check_options(count: int, days: int, late_fraction: float) -> None:
         raise ValueError(f"late_fraction must be between 0 and {MAX_LATE_FRACTION}, got {late_fraction}")
 
 
-def _sessions(generator: EventGenerator, count: int, start: datetime, days: int) -> list[dict[str, Any]]:
-    """Exactly ``count`` events from sessions starting uniformly over ``days`` days (the last one cut short)."""
+def _sessions(
+    generator: EventGenerator, count: int, start: datetime, days: int, anomalies: Sequence[Anomaly], seed: int
+) -> list[dict[str, Any]]:
+    """Exactly ``count`` events from sessions starting uniformly over ``days`` days (the last one cut short),
+    then each of ``anomalies`` injected in turn."""
     span_s = days * 86_400
     events: list[dict[str, Any]] = []
     while len(events) < count:
         session_start = start + timedelta(seconds=generator.rng.uniform(0, span_s - 900))
         events.extend(generator.session(session_start))
     del events[count:]
+    rng = random.Random(f"anomaly:{seed}")
+    for anomaly in anomalies:
+        if not start <= anomaly.at < start + timedelta(days=days):
+            raise ValueError(
+                f"the anomaly's start {anomaly.at:%Y-%m-%dT%H:%M}Z is outside the generated window "
+                f"{start:%Y-%m-%d} .. {start + timedelta(days=days):%Y-%m-%d} (start and days)"
+            )
+        events = _inject(generator, rng, events, anomaly)
     return events
 
 
@@ -455,25 +607,36 @@ def generate_events(
     start: datetime = DEFAULT_START,
     reference_data: bool = False,
     late_fraction: float = 0.0,
+    anomalies: Sequence[Anomaly] = (),
 ) -> list[dict[str, Any]]:
-    """Exactly ``count`` activity events from sessions spread uniformly over ``days`` days, in delivery order.
+    """Exactly ``count`` session events (activity and app errors) from sessions spread uniformly over
+    ``days`` days, in delivery order.
 
-    Delivery order is time order, except that ``late_fraction`` of the activity events (at most
+    Delivery order is time order, except that ``late_fraction`` of the session events (at most
     half) are delivered after all others, keeping their timestamps. ``reference_data`` adds the
-    catalog's and accounts' change events on top of the ``count`` (see :func:`generate_dataset`).
+    catalog's and accounts' change events on top of the ``count`` (see :func:`generate_dataset`);
+    Each of ``anomalies`` then adds, removes or changes events of its window.
     """
     if reference_data:
-        return generate_dataset(count, seed=seed, days=days, start=start, late_fraction=late_fraction).events
+        return generate_dataset(
+            count, seed=seed, days=days, start=start, late_fraction=late_fraction, anomalies=anomalies
+        ).events
     _check_options(count, days, late_fraction)
     generator = EventGenerator(seed=seed, users=max(100, count // 40))
-    events, _ = _deliver(generator.rng, [], _sessions(generator, count, start, days), late_fraction)
+    events, _ = _deliver(generator.rng, [], _sessions(generator, count, start, days, anomalies, seed), late_fraction)
     return events
 
 
 def generate_dataset(
-    count: int, *, seed: int = 42, days: int = 3, start: datetime = DEFAULT_START, late_fraction: float = 0.0
+    count: int,
+    *,
+    seed: int = 42,
+    days: int = 3,
+    start: datetime = DEFAULT_START,
+    late_fraction: float = 0.0,
+    anomalies: Sequence[Anomaly] = (),
 ) -> Dataset:
-    """``count`` activity events plus reference data, and the version histories tests check them against.
+    """``count`` session events plus reference data, and the version histories tests check them against.
 
     Every product is listed a day before ``start``; every user's profile is published at signup, in
     the 28 days before ``start`` or, for a fifth of them, inside the window (and always before their
@@ -483,7 +646,8 @@ def generate_dataset(
     _check_options(count, days, late_fraction)
     generator = EventGenerator(seed=seed, users=max(100, count // 40))
     reference = generator.plan_reference_data(start, start + timedelta(days=days))
-    events, late_event_ids = _deliver(generator.rng, reference, _sessions(generator, count, start, days), late_fraction)
+    sessions = _sessions(generator, count, start, days, anomalies, seed)
+    events, late_event_ids = _deliver(generator.rng, reference, sessions, late_fraction)
     return Dataset(events, generator.product_versions, generator.user_versions, late_event_ids)
 
 

@@ -24,7 +24,15 @@ from analytics_platform.exceptions import SchemaRegistryError
 pytestmark = pytest.mark.fast
 
 CLI = str(Path(sys.executable).parent / "analytics-platform")
-EVENT_TYPES = {"user_visit", "add_to_cart", "checkout", "purchase", "user_profile_changed", "product_changed"}
+EVENT_TYPES = {
+    "user_visit",
+    "add_to_cart",
+    "checkout",
+    "purchase",
+    "app_error",
+    "user_profile_changed",
+    "product_changed",
+}
 Schema = dict[str, Any]
 
 

@@ -13,7 +13,7 @@ from tests.landed import LandedMarts
 
 pytestmark = pytest.mark.integration
 
-UNIT_TESTS = 18  # `unit_tests:` in the models' YAML
+UNIT_TESTS = 19  # `unit_tests:` in the models' YAML
 
 
 def test_every_dbt_unit_test_passes(landed_marts: LandedMarts, tmp_path: Path) -> None:

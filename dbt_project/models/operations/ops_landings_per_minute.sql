@@ -1,7 +1,7 @@
 -- What landed, counted from the raw tables themselves (rows as landed, before staging deduplicates them):
 -- one scan of ingested_at and event_at per table, which the Parquet files hold as plain columns.
 {%- set event_tables = [
-    'user_visit', 'add_to_cart', 'checkout', 'purchase', 'user_profile_changed', 'product_changed'
+    'user_visit', 'add_to_cart', 'checkout', 'purchase', 'app_error', 'user_profile_changed', 'product_changed'
 ] %}
 
 with

@@ -7,6 +7,7 @@
 {%- set marts = [
     ('fct_events_per_minute', 'minute', 'event_minute'),
     ('fct_revenue_per_minute', 'minute', 'event_minute'),
+    ('fct_errors_per_minute', 'minute', 'event_minute'),
     ('fct_events_per_hour', 'hour', 'event_hour'),
     ('fct_daily_active_users', 'day', 'activity_date'),
     ('fct_revenue_daily', 'day', 'revenue_date'),
