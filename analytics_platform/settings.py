@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -225,6 +226,12 @@ class Settings(BaseSettings):
         'objective, and back): a POST of a Slack-compatible payload, {"text": ...}, such as a Slack, Mattermost '
         "or Rocket.Chat incoming webhook. Default: logged at WARNING by the Dagster code server evaluating the "
         "sensors.",
+    )
+    traces_exporter: Literal["none", "console", "otlp"] = Field(
+        default="none",
+        description="Where OpenTelemetry traces go (docs/operations.md#tracing): none (nothing is recorded), console "
+        "(each span printed as JSON on standard output) or otlp (to OTEL_EXPORTER_OTLP_ENDPOINT over http/protobuf, "
+        "or gRPC with OTEL_EXPORTER_OTLP_PROTOCOL=grpc; needs `opentelemetry-exporter-otlp==1.45.1` installed).",
     )
 
     api_host: str = Field(

@@ -6,6 +6,9 @@ before its commit leaves the offsets untouched, so its retry lands the same rang
 same range cannot both succeed, because the append asserts that the table has not moved since the
 offsets were read. :func:`land_run` lands a run's range as consecutive micro-batches and then, if
 asked, follows the topic.
+
+With tracing on, each micro-batch is a span linked to the producer spans of (up to MAX_LINKS of) the
+messages it lands, and its snapshot records the span's ``traceparent`` for the marts builds to link to.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 from confluent_kafka import Consumer
+from opentelemetry.trace import Span, SpanKind
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
@@ -39,10 +44,12 @@ from analytics_platform.lakehouse.snapshots import (
     INGESTED_AT_KEY,
     KEY_NOT_USER_ID_KEY,
     RUN_ID_KEY,
+    TRACEPARENT_KEY,
     UNKNOWN_FIELDS_KEY,
     expire_old_snapshots,
 )
 from analytics_platform.lakehouse.tables import contract_for, ensure_dead_letter_table, ensure_raw_table
+from analytics_platform.operations import tracing
 from analytics_platform.operations.batches import newest_event_at, summary_properties, timestamps_summary
 from analytics_platform.settings import Settings
 
@@ -84,6 +91,73 @@ def _dead_letters_landed(table: Table, batch_id: str) -> bool:
     )
 
 
+class _Correlated(msgspec.Struct):
+    correlation_id: str | None = None
+
+
+_CORRELATED = msgspec.json.Decoder(_Correlated)
+
+
+def _correlation_id(value: bytes | None) -> str | None:
+    try:
+        return _CORRELATED.decode(value).correlation_id if value else None
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None  # a message that cannot land: its link says where it is, without a correlation id
+
+
+def _link_messages(span: Span, messages: RawMessages) -> None:
+    """Link the batch's span to the producer spans of up to MAX_LINKS of its messages, spread over its
+    partitions, with each message's offset and correlation id (also listed on the span)."""
+    headed = messages.headed
+    correlation_ids: dict[str, None] = {}
+    for message in headed[:: max(1, -(-len(headed) // tracing.MAX_LINKS))]:
+        attributes: dict[str, str | int] = {
+            tracing.MESSAGING_PARTITION: str(message.partition),
+            tracing.MESSAGING_OFFSET: message.offset,
+        }
+        if (correlation_id := _correlation_id(message.value)) is not None:
+            attributes[tracing.CORRELATION_ID] = correlation_id
+        if (link := tracing.message_link(message.headers, attributes)) is not None:
+            span.add_link(link.context, link.attributes)
+            if correlation_id is not None:
+                correlation_ids[correlation_id] = None
+    if correlation_ids:
+        span.set_attribute(tracing.CORRELATION_ID, list(correlation_ids))
+
+
+def _batch_attributes(plan: BatchPlan, run_id: str | None) -> dict[str, str | int | list[int]]:
+    partitions = sorted(plan.ranges)
+    attributes: dict[str, str | int | list[int]] = {
+        tracing.MESSAGING_SYSTEM: "kafka",
+        tracing.MESSAGING_DESTINATION: plan.topic,
+        tracing.MESSAGING_OPERATION_TYPE: "process",
+        tracing.MESSAGING_OPERATION_NAME: "land",
+        tracing.MESSAGING_BATCH_COUNT: plan.size,
+        tracing.BATCH_ID: plan.run_key,
+        "analytics_platform.kafka.partitions": partitions,
+        "analytics_platform.kafka.start_offsets": [plan.ranges[p][0] for p in partitions],
+        "analytics_platform.kafka.end_offsets": [plan.ranges[p][1] for p in partitions],
+    }
+    if run_id is not None:
+        attributes[tracing.DAGSTER_RUN_ID] = run_id
+    return attributes
+
+
+def _record_result(span: Span, result: BatchResult) -> None:
+    span.set_attribute("analytics_platform.rows_landed", result.rows_landed)
+    span.set_attribute("analytics_platform.dead_letters", result.dead_lettered)
+    span.set_attribute("analytics_platform.already_landed", result.already_landed)
+    if result.snapshot_id is not None:
+        span.set_attribute("analytics_platform.snapshot_id", str(result.snapshot_id))
+    for stage, seconds in result.seconds.items():
+        span.set_attribute(f"analytics_platform.seconds.{stage}", seconds)
+
+
+def _keep_headed() -> int:
+    """How many messages' headers a read keeps per partition: their trace contexts, if tracing is on."""
+    return tracing.MAX_LINKS if tracing.enabled() else 0
+
+
 def land_batch(
     settings: Settings,
     plan: BatchPlan,
@@ -109,6 +183,28 @@ def land_batch(
         ConcurrentIngestError: another writer moved the table's offsets; re-plan and retry.
         OffsetMismatchError: the Kafka log no longer holds what Iceberg says was landed.
     """
+    tracing.setup(settings)
+    name = f"land {plan.topic}"
+    with tracing.span(name, kind=SpanKind.CONSUMER, attributes=_batch_attributes(plan, run_id)) as span:
+        result = _land_batch(
+            settings, plan, catalog, consumer, dedup, read, before_commit, after_dead_letters, run_id, span
+        )
+        _record_result(span, result)
+    return result
+
+
+def _land_batch(
+    settings: Settings,
+    plan: BatchPlan,
+    catalog: Catalog | None,
+    consumer: Consumer | None,
+    dedup: DedupWindow | None,
+    read: Callable[[], RawMessages] | None,
+    before_commit: Callable[[], None] | None,
+    after_dead_letters: Callable[[], None] | None,
+    run_id: str | None,
+    span: Span,
+) -> BatchResult:
     catalog = catalog or load_catalog(settings)
     event_type = event_type_for_topic(plan.topic)
     table = ensure_raw_table(catalog, settings, event_type)
@@ -129,10 +225,12 @@ def land_batch(
         messages = read()
     elif consumer is None:
         with closing(make_consumer(settings.bootstrap_servers)) as own_consumer:
-            messages = read_range(own_consumer, plan.topic, plan.ranges, stored)
+            messages = read_range(own_consumer, plan.topic, plan.ranges, stored, _keep_headed())
     else:
-        messages = read_range(consumer, plan.topic, plan.ranges, stored)
+        messages = read_range(consumer, plan.topic, plan.ranges, stored, _keep_headed())
     seconds = {"consume": time.perf_counter() - clock}
+    if span.is_recording():
+        _link_messages(span, messages)
     clock = time.perf_counter()
     now = datetime.now(UTC)
     dedup = dedup or DedupWindow.read(table, settings.dedup_window_events)
@@ -170,6 +268,8 @@ def land_batch(
     properties[INGESTED_AT_KEY] = now.isoformat()
     if run_id is not None:
         properties[RUN_ID_KEY] = run_id
+    if (parent := tracing.traceparent(span)) is not None:
+        properties[TRACEPARENT_KEY] = parent  # what the marts builds that read this snapshot link to
     if decoded.unknown_fields:
         properties[UNKNOWN_FIELDS_KEY] = json.dumps(decoded.unknown_fields)
     if decoded.keys_not_user_id:
@@ -213,10 +313,13 @@ def _read_ahead(
     writes mostly native code: on 2 cores they overlap). Two slices are in memory at most."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-read-ahead") as reader:
         # Only the first slice continues a previous run's batch, so only it checks the fingerprint.
-        future = reader.submit(read_range, consumer, slices[0].topic, slices[0].ranges, stored)
+        keep = _keep_headed()
+        future = reader.submit(read_range, consumer, slices[0].topic, slices[0].ranges, stored, keep)
         for upcoming in slices[1:]:
             messages = future.result()
-            future = reader.submit(read_range, consumer, upcoming.topic, upcoming.ranges, StoredOffsets(upcoming.topic))
+            future = reader.submit(
+                read_range, consumer, upcoming.topic, upcoming.ranges, StoredOffsets(upcoming.topic), keep
+            )
             yield messages
         yield future.result()
 
@@ -240,6 +343,7 @@ def land_run(
     long: a steady stream is landed within seconds instead of paying a run launch per micro-batch.
     The next run starts where the stored offsets then stand, so following never lands twice.
     """
+    tracing.setup(settings)  # before the first read-ahead, which keeps trace headers if tracing is on
     catalog = catalog or load_catalog(settings)
     table = ensure_raw_table(catalog, settings, event_type_for_topic(plan.topic))
     results: list[BatchResult] = []

@@ -7,6 +7,10 @@ was not acknowledged, naming how many and why.
 Every event is validated against its schema version before it is sent. An invalid one never
 reaches its topic: it goes to the dead-letter topic as a schema-mismatch record (the original
 event, the error and the schema expected), and :meth:`EventProducer.send` returns the rejection.
+
+With tracing on (:mod:`analytics_platform.operations.tracing`), each message gets a producer span, from
+``send`` to the broker's acknowledgement, whose W3C context travels in the message's ``traceparent``
+header: ingestion links its micro-batch's span to it. With tracing off, messages carry no such header.
 """
 
 from __future__ import annotations
@@ -19,12 +23,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
+from opentelemetry.trace import Span, SpanKind
 
 from analytics_platform.contracts.envelope import encode_event
 from analytics_platform.contracts.registry import SchemaRegistry, SchemaVersion, load_registry
 from analytics_platform.contracts.validation import validate_message
 from analytics_platform.exceptions import DeliveryError, UnknownSchemaVersion
 from analytics_platform.kafka.admin import create_topics
+from analytics_platform.operations import tracing
 from analytics_platform.settings import Settings
 
 FLUSH_TIMEOUT_S = 60.0
@@ -96,6 +102,7 @@ class EventProducer:
         self._dead_letter_topic = dead_letter_topic
         self._dead_letter_topic_ready = False
         self._schema_ids = schema_ids
+        self._tracer = tracing.tracer()  # None: tracing is off, messages go out as before
         self._failures: list[KafkaError] = []
         self.delivered = 0
         self.rejected: list[Rejection] = []
@@ -109,6 +116,32 @@ class EventProducer:
     def _on_dead_letter_delivery(self, error: KafkaError | None, _message: Message) -> None:
         if error is not None:
             self._failures.append(error)
+
+    def _traced(
+        self, topic: str, event: Any, on_delivery: Any, headers: list[Any] | None, rejected: str | None = None
+    ) -> tuple[Any, list[Any]]:
+        """A producer span for one message: (the delivery callback that ends it, the headers carrying it).
+        ``rejected``: why the event goes to the dead-letter topic instead of its own."""
+        assert self._tracer is not None
+        # Few attributes: the SDK validates each one, and this runs per message.
+        attributes: dict[str, Any] = {
+            tracing.MESSAGING_SYSTEM: "kafka",
+            tracing.MESSAGING_DESTINATION: topic,
+            tracing.MESSAGING_OPERATION_TYPE: "send",
+        }
+        if isinstance(event, dict):
+            for attribute, field in ((tracing.CORRELATION_ID, "correlation_id"), (tracing.EVENT_ID, "event_id")):
+                if isinstance(value := event.get(field), str):
+                    attributes[attribute] = value
+        if rejected is not None:
+            attributes[tracing.REJECTED] = rejected
+        span = self._tracer.start_span(f"send {topic}", kind=SpanKind.PRODUCER, attributes=attributes)
+
+        def delivered(error: KafkaError | None, message: Message) -> None:
+            _end_send_span(span, error, message)
+            on_delivery(error, message)
+
+        return delivered, tracing.inject_headers(span, headers or [])
 
     def _produce(self, topic: str, value: bytes, key: bytes | None, on_delivery: Any, headers: Any = None) -> None:
         while True:
@@ -145,14 +178,22 @@ class EventProducer:
             if not self._dead_letter_topic_ready:
                 create_topics(self._bootstrap_servers, 1, [self._dead_letter_topic])
                 self._dead_letter_topic_ready = True
-            self._produce(self._dead_letter_topic, rejection.record(), None, self._on_dead_letter_delivery)
+            on_delivery, dead_letter_headers = self._on_dead_letter_delivery, None
+            if self._tracer is not None:
+                on_delivery, dead_letter_headers = self._traced(
+                    self._dead_letter_topic, event, on_delivery, None, rejection.error
+                )
+            self._produce(self._dead_letter_topic, rejection.record(), None, on_delivery, dead_letter_headers)
             self.rejected.append(rejection)
             return rejection
         assert expected is not None
         headers = None
         if self._schema_ids is not None:
             headers = [(SCHEMA_ID_HEADER, str(self._schema_ids(expected)).encode())]
-        self._produce(f"events.{expected.event_type}", value, event["user_id"].encode(), self._on_delivery, headers)
+        topic, on_delivery = f"events.{expected.event_type}", self._on_delivery
+        if self._tracer is not None:
+            on_delivery, headers = self._traced(topic, event, on_delivery, headers)
+        self._produce(topic, value, event["user_id"].encode(), on_delivery, headers)
         return None
 
     def flush(self, timeout_s: float = FLUSH_TIMEOUT_S) -> int:
@@ -174,8 +215,19 @@ class EventProducer:
             self.flush()
 
 
+def _end_send_span(span: Span, error: KafkaError | None, message: Message) -> None:
+    """End a message's producer span at its delivery report, with where it landed or why it did not."""
+    if error is not None:
+        tracing.failed(span, error.name(), str(error))
+    elif (offset := message.offset()) is not None:  # a delivered message has one
+        span.set_attributes({tracing.MESSAGING_PARTITION: str(message.partition()), tracing.MESSAGING_OFFSET: offset})
+    span.end()
+
+
 def producer_options(settings: Settings) -> dict[str, Any]:
-    """The EventProducer arguments the settings imply (schema directory, dead-letter topic, Confluent registry)."""
+    """The EventProducer arguments the settings imply (schema directory, dead-letter topic, Confluent registry);
+    also sets up the process's tracing from them."""
+    tracing.setup(settings)
     options: dict[str, Any] = {
         "registry": load_registry(settings.schema_path),
         "dead_letter_topic": settings.dead_letter_topic,

@@ -61,6 +61,16 @@ class LogBounds:
     end: int
 
 
+@dataclass(frozen=True)
+class HeadedMessage:
+    """A message of a batch that carried headers: kept for its trace context (a sample, see read_range)."""
+
+    partition: int
+    offset: int
+    headers: list[tuple[str, str | bytes | None]]
+    value: bytes | None
+
+
 @dataclass
 class RawMessages:
     """Messages of one batch, column-wise, in (partition, offset) order."""
@@ -72,6 +82,8 @@ class RawMessages:
     values: list[bytes | None] = field(default_factory=list)
     timestamps: list[int] = field(default_factory=list)
     """Kafka timestamps (ms since the epoch; -1 if none) of the messages, when the reader recorded them."""
+    headed: list[HeadedMessage] = field(default_factory=list)
+    """The first messages with headers of each partition, as many as ``read_range`` was asked to keep."""
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -165,12 +177,18 @@ def check_stored_offsets(stored: StoredOffsets, bounds: dict[int, LogBounds]) ->
 
 
 def read_range(
-    consumer: Consumer, topic: str, ranges: dict[int, tuple[int, int]], stored: StoredOffsets
+    consumer: Consumer,
+    topic: str,
+    ranges: dict[int, tuple[int, int]],
+    stored: StoredOffsets,
+    keep_headed: int = 0,
 ) -> RawMessages:
     """Exactly the messages with ``start <= offset < end`` per partition.
 
     Where a previous batch landed, reading starts one message early to compare that message with
     the stored fingerprint: a different message at the same offset means a different log.
+    ``keep_headed``: keep the headers of the first that many messages of each partition that have any
+    (for the trace contexts the batch's span links to); 0 reads no headers.
     """
     todo = {p: (start, end) for p, (start, end) in ranges.items() if end > start}
     messages = RawMessages(topic)
@@ -238,6 +256,9 @@ def read_range(
                 into.keys.append(message.key())
                 into.values.append(message.value())
                 into.timestamps.append(message.timestamp()[1])
+                if keep_headed and len(into.headed) < keep_headed and (headers := message.headers()):
+                    pairs = list(headers.items()) if isinstance(headers, dict) else headers
+                    into.headed.append(HeadedMessage(partition, offset, pairs, message.value()))
                 position[partition] = offset + 1
     finally:
         if collecting:
@@ -249,6 +270,7 @@ def read_range(
         messages.keys.extend(read.keys)
         messages.values.extend(read.values)
         messages.timestamps.extend(read.timestamps)
+        messages.headed.extend(read.headed)
     return messages
 
 

@@ -22,6 +22,7 @@ INGESTED_AT_KEY = "ingest.ingested-at"
 RUN_ID_KEY = "ingest.run-id"  # the Dagster run that landed the snapshot (drill-down links to it)
 UNKNOWN_FIELDS_KEY = "contract.unknown-fields"
 KEY_NOT_USER_ID_KEY = "kafka.keys-not-user-id"
+TRACEPARENT_KEY = "ingest.traceparent"  # the W3C trace context of the batch's span (docs/operations.md#tracing)
 
 
 def properties(snapshot: object) -> dict[str, str]:

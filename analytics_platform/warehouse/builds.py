@@ -25,11 +25,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+from opentelemetry.trace import Span
 from pyiceberg.catalog import Catalog
+from pyiceberg.table.snapshots import ancestors_of
 
 from analytics_platform.contracts.envelope import event_types
 from analytics_platform.contracts.types import duckdb_type
 from analytics_platform.exceptions import TableNotFoundError, WarehouseFullError
+from analytics_platform.lakehouse.snapshots import TRACEPARENT_KEY, properties
 from analytics_platform.lakehouse.tables import (
     DEAD_LETTER_SCHEMA,
     DEAD_LETTER_TABLE,
@@ -39,6 +42,7 @@ from analytics_platform.lakehouse.tables import (
     open_table,
     raw_table_schema,
 )
+from analytics_platform.operations import tracing
 from analytics_platform.settings import Settings
 from analytics_platform.warehouse.connections import (
     BUILD_FILE,
@@ -277,6 +281,37 @@ def _record_pins(con: duckdb.DuckDBPyConnection, kind: str, pins: dict[str, int]
     con.executemany(
         f"insert into {PINS_SCHEMA}.{PINS_TABLE} values (?, ?, ?)", [(kind, name, pin) for name, pin in pins.items()]
     )
+
+
+def build_id(build: Path) -> str:
+    """A build's id: its folder's name (what the API reports as ``as_of.build``)."""
+    return build.parent.name
+
+
+def link_raw_batches(
+    span: Span, settings: Settings, catalog: Catalog, previous: dict[str, int], pins: dict[str, int]
+) -> None:
+    """Link a build's span to the spans of the ingest batches that committed the raw snapshots it reads and
+    ``previous`` (the pins of the build it started from) did not: newest first, at most MAX_LINKS in all.
+    Each batch stored its span's context in its snapshot (``ingest.traceparent``)."""
+    links = 0
+    for name, pin in sorted(pins.items()):
+        if not pin or pin == previous.get(name):
+            continue
+        table = open_table(catalog, settings, name)
+        snapshot = table.snapshot_by_id(pin)
+        if snapshot is None:
+            continue
+        for ancestor in ancestors_of(snapshot, table.metadata):
+            if ancestor.snapshot_id == previous.get(name) or links >= tracing.MAX_LINKS:
+                break
+            attributes = {
+                "analytics_platform.table": f"{settings.raw_namespace}.{name}",
+                "analytics_platform.snapshot_id": str(ancestor.snapshot_id),
+            }
+            if (link := tracing.traceparent_link(properties(ancestor).get(TRACEPARENT_KEY), attributes)) is not None:
+                span.add_link(link.context, link.attributes)
+                links += 1
 
 
 def drop_orphans(build: Path, expected: set[tuple[str, str]]) -> list[str]:

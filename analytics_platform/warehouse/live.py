@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 from analytics_platform.lakehouse.catalog import load_catalog
+from analytics_platform.operations import tracing
 from analytics_platform.settings import Settings
 from analytics_platform.warehouse import builds
 from analytics_platform.warehouse.connections import current_build
@@ -78,9 +79,12 @@ def live_facts_behind(settings: Settings) -> bool:
 
 
 def refresh_live_facts(run_dbt: RunDbt, settings: Settings, log: Log) -> LiveRefresh | None:
-    """One follower step: publish a build with live facts at the current raw snapshots, if they moved."""
+    """One follower step: publish a build with live facts at the current raw snapshots, if they moved.
+
+    Traced as a span ``refresh live facts`` with the build's id, linked to the ingest batches it brings in."""
     if not live_facts_behind(settings):
         return None
+    tracing.setup(settings)
     clock = time.monotonic()
     seconds = {}
 
@@ -89,9 +93,14 @@ def refresh_live_facts(run_dbt: RunDbt, settings: Settings, log: Log) -> LiveRef
         seconds[name] = round(time.monotonic() - clock, 3)
         clock = time.monotonic()
 
-    with builds.publish_lock(settings):
+    with (
+        builds.publish_lock(settings),
+        tracing.span("refresh live facts", attributes={tracing.BUILD_KIND: LIVE_SLOT}) as span,
+    ):
         phase("lock")
         build = builds.prepare_build(settings, load_catalog(settings))
+        span.set_attribute(tracing.BUILD_ID, builds.build_id(build))
+        previous = (builds.read_pins(build, builds.LIVE_PINS) or {}) if span.is_recording() else {}
         phase("copy")
         try:
             keys = catch_up_live_facts(run_dbt, settings, build, log)
@@ -101,6 +110,13 @@ def refresh_live_facts(run_dbt: RunDbt, settings: Settings, log: Log) -> LiveRef
         phase("dbt")
         builds.publish(settings, build)
         phase("publish")
+        if span.is_recording():
+            pins = builds.read_pins(build, builds.LIVE_PINS) or {}
+            builds.link_raw_batches(span, settings, load_catalog(settings), previous, pins)
+            if keys is not None:
+                span.set_attribute("analytics_platform.days", list(keys))
+            for name, value in seconds.items():
+                span.set_attribute(f"analytics_platform.seconds.{name}", value)
     return LiveRefresh(keys, seconds)
 
 

@@ -27,6 +27,7 @@ from analytics_platform.defs.transform.project import dbt_manifest, dbt_project
 from analytics_platform.defs.transform.published import PublishedMartsResource, observe_published
 from analytics_platform.defs.transform.translator import PlatformDbtTranslator
 from analytics_platform.lakehouse.catalog import load_catalog
+from analytics_platform.operations import tracing
 from analytics_platform.warehouse import builds, live
 from analytics_platform.warehouse.dbt import dbt_pointed_at, dbt_target
 from analytics_platform.warehouse.scd2 import has_reference_data, snapshot_until_complete
@@ -50,15 +51,31 @@ def published_build(
     """A new DuckDB build (a copy of the published one) with dbt pointed at it, published on success.
 
     ``covered``: the daily partitions (first, last) the build recomputes, live facts included.
-    ``as_of``: the raw views show only rows ingested by then (a replay from a known good checkpoint)."""
+    ``as_of``: the raw views show only rows ingested by then (a replay from a known good checkpoint).
+    Traced as a span ``build marts`` (docs/operations.md#tracing)."""
     settings = platform.settings()
+    tracing.setup(settings)
 
     def run_dbt(args: list[str], target: Path) -> None:
         dbt.cli(args, target_path=target).wait()
 
-    with builds.build_lock(settings):
+    attributes: dict[str, str | list[str]] = {
+        tracing.BUILD_KIND: context.op_def.name,
+        tracing.DAGSTER_RUN_ID: context.run.run_id,
+    }
+    if covered is not None:
+        attributes["analytics_platform.days"] = list(covered)
+    if as_of is not None:
+        attributes["analytics_platform.raw_as_of"] = as_of.isoformat()
+    # Not the current span: the block spans the asset's yields to Dagster.
+    with builds.build_lock(settings), tracing.span("build marts", attributes=attributes, current=False) as span:
         started_from = builds.current_build(settings)
         build = builds.prepare_build(settings, load_catalog(settings), as_of)
+        span.set_attribute(tracing.BUILD_ID, builds.build_id(build))
+        if span.is_recording():
+            previous = builds.read_pins(build, builds.MARTS_PINS) or {}
+            pins = builds.read_pins(build, builds.RAW_PINS) or {}
+            builds.link_raw_batches(span, settings, load_catalog(settings), previous, pins)
         context.log.info(f"building into {build}")
         try:
             with dbt_pointed_at(settings, build, FULL_BUILD_SLOT, covered):

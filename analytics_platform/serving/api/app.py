@@ -20,6 +20,7 @@ from analytics_platform.exceptions import (
     NotPublishedError,
     TransientError,
 )
+from analytics_platform.operations import tracing
 from analytics_platform.operations.exporter import platform_registry
 from analytics_platform.serving import cursors
 from analytics_platform.serving.access import KeyStore
@@ -27,6 +28,7 @@ from analytics_platform.serving.api import events, metrics, replays
 from analytics_platform.serving.api.deps import Services
 from analytics_platform.serving.api.graphql import graphql_router
 from analytics_platform.serving.api.pages import add_docs_page
+from analytics_platform.serving.api.spans import RequestSpans
 from analytics_platform.serving.events import lake_connection
 from analytics_platform.serving.published import PublishedBuilds
 from analytics_platform.serving.replays import webserver_launcher
@@ -60,6 +62,9 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="analytics-platform", version="1", description=DESCRIPTION, lifespan=lifespan, docs_url=None)
     add_docs_page(app)
+    tracing.setup(settings)
+    if tracing.enabled():  # off, requests do not pass through it at all
+        app.add_middleware(RequestSpans)
     app.state.services = state
     app.include_router(metrics.router)
     app.include_router(events.router)
