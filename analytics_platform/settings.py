@@ -120,6 +120,13 @@ class Settings(BaseSettings):
         description="A day partition is compacted once its day (UTC) ended this many hours ago, when it no longer "
         "receives data; events arriving later are compacted by a later run.",
     )
+    compact_small_files: int = Field(
+        default=50,
+        ge=0,
+        description="A day partition still receiving data (today's) is compacted alongside ingestion once it holds "
+        "this many small files: the compact_when_small_files sensor requests the run, whose commit retries around "
+        "ingestion's. Keeps the files per partition bounded during the day; 0: only finished days are compacted.",
+    )
     orphan_grace_hours: float = Field(
         default=24.0,
         ge=0,

@@ -3,7 +3,11 @@
 Ingestion commits every few seconds, one small file per touched day each time: 28,800 a day per topic
 at the default poll. Every reader plans over all of them (the dedup window, the live follower's "days
 touched", DuckDB), so a day that no longer receives data is rewritten into files of
-``PLATFORM_COMPACT_TARGET_MB``, about 1 file per target size instead of thousands.
+``PLATFORM_COMPACT_TARGET_MB``, about 1 file per target size instead of thousands. The day still
+receiving data is compacted too, alongside ingestion, by size tier: each time it holds
+``PLATFORM_COMPACT_SMALL_FILES`` small files of one tier (files within 10x of each other's size), those
+are merged (the ``compact_when_small_files`` sensor requests the run). A partition then holds at most
+about that many files per tier, four tiers at the defaults, and each byte is rewritten once per tier.
 
 A rewrite reads exactly the files it names, sorts their rows by ingest time and Kafka position (so the
 new files' ``ingested_at`` bounds stay narrow for the dedup window and as-of reads), writes the new
@@ -15,6 +19,7 @@ for readers of older snapshots until the expiry job deletes them after ``PLATFOR
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -163,13 +168,44 @@ def group_files(
     return [FileGroup(day, tuple(group)) for group in groups if len(group) >= max(min_files, 1)]
 
 
-def plan_compaction(table: Table, target_bytes: int, last_day: date) -> list[FileGroup]:
-    """The groups of small files of the days up to ``last_day`` that have at least two."""
+def small_files_by_day(table: Table, target_bytes: int) -> dict[date, list[DataFile]]:
+    """The small data files (under SMALL_SHARE of the target size) of each day partition that has any."""
+    days = {
+        day: [data_file for data_file in files if data_file.file_size_in_bytes < SMALL_SHARE * target_bytes]
+        for day, files in files_by_day(table).items()
+    }
+    return {day: small for day, small in days.items() if small}
+
+
+def size_tier(data_file: DataFile, target_bytes: int) -> int:
+    """0 for a small file within 10x of the small limit, 1 within 100x, and so on: files of one tier are
+    merged together, so that a byte of a day still receiving data is rewritten once per tier, not once per run."""
+    return int(math.log10(SMALL_SHARE * target_bytes / max(data_file.file_size_in_bytes, 1)))
+
+
+def due_files(
+    day: date, small: Sequence[DataFile], last_day: date, target_bytes: int, current_min_files: int
+) -> list[list[DataFile]]:
+    """The sets of small files of ``day`` to compact now (each into files of the target size):
+
+    - a finished day (up to ``last_day``): all of them, if there are two or more;
+    - a day still receiving data: each size tier that holds ``current_min_files`` files (0: none ever)."""
+    if day <= last_day:
+        return [list(small)] if len(small) >= 2 else []
+    if current_min_files == 0:
+        return []
+    tiers: dict[int, list[DataFile]] = defaultdict(list)
+    for data_file in small:
+        tiers[size_tier(data_file, target_bytes)].append(data_file)
+    return [files for _, files in sorted(tiers.items()) if len(files) >= max(current_min_files, 2)]
+
+
+def plan_compaction(table: Table, target_bytes: int, last_day: date, current_min_files: int = 0) -> list[FileGroup]:
+    """The groups of small files of each day that are due (see :func:`due_files`)."""
     plan = []
-    for day, files in sorted(files_by_day(table).items()):
-        small = [data_file for data_file in files if data_file.file_size_in_bytes < SMALL_SHARE * target_bytes]
-        if day <= last_day and len(small) >= 2:
-            plan += group_files(table, day, small, target_bytes, min_files=2)
+    for day, small in sorted(small_files_by_day(table, target_bytes).items()):
+        for files in due_files(day, small, last_day, target_bytes, current_min_files):
+            plan += group_files(table, day, files, target_bytes, min_files=2)
     return plan
 
 
@@ -272,17 +308,22 @@ def is_cold(settings: Settings, day: date, today: date) -> bool:
     return settings.raw_hot_days > 0 and day < today - timedelta(days=settings.raw_hot_days)
 
 
+def last_finished_day(settings: Settings, now: datetime) -> date:
+    """The newest day that ended PLATFORM_COMPACT_AFTER_HOURS before ``now``: no longer receiving data."""
+    return (now - timedelta(hours=settings.compact_after_hours)).astimezone(UTC).date() - timedelta(days=1)
+
+
 def compact_table(
     settings: Settings, table: Table, now: datetime, dry_run: bool = False, progress: Progress = print
 ) -> list[Rewrite]:
-    """Compact the small files of the table's days that ended PLATFORM_COMPACT_AFTER_HOURS ago (a day past
+    """Compact the small files of the table's days that ended PLATFORM_COMPACT_AFTER_HOURS ago, and of the
+    days still receiving data that hold PLATFORM_COMPACT_SMALL_FILES small files (a day past
     PLATFORM_RAW_HOT_DAYS is written to the cold location, where its other files are)."""
     target_bytes = settings.compact_target_mb * 1024 * 1024
-    last_day = (now - timedelta(hours=settings.compact_after_hours)).astimezone(UTC).date() - timedelta(days=1)
     today = now.astimezone(UTC).date()
     cold = cold_data_path(settings, table)
     table.refresh()  # plan from the files it holds now
-    groups = plan_compaction(table, target_bytes, last_day)
+    groups = plan_compaction(table, target_bytes, last_finished_day(settings, now), settings.compact_small_files)
     return list(
         rewrite_groups(
             table,
@@ -314,3 +355,23 @@ def compact_raw_tables(
         if table is not None:
             done += compact_table(settings, table, now, dry_run, progress)
     return done
+
+
+def days_due(settings: Settings, now: datetime, catalog: Catalog | None = None) -> dict[str, list[date]]:
+    """The raw tables (by name) with day partitions that :func:`compact_raw_tables` would compact now."""
+    catalog = catalog or load_catalog(settings)
+    target_bytes = settings.compact_target_mb * 1024 * 1024
+    last_day = last_finished_day(settings, now)
+    found: dict[str, list[date]] = {}
+    for event_type in event_types().values():
+        table = open_raw_table(catalog, settings, event_type)
+        if table is None:
+            continue
+        days = [
+            day
+            for day, small in sorted(small_files_by_day(table, target_bytes).items())
+            if due_files(day, small, last_day, target_bytes, settings.compact_small_files)
+        ]
+        if days:
+            found[table_name(table)] = days
+    return found

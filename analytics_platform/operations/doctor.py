@@ -213,6 +213,7 @@ def expected_sensors() -> list[str]:
             *(f"ingest_{name}_sensor" for name in event_types()),
             "marts_after_ingest_sensor",
             "live_facts_sensor",
+            "compact_when_small_files",
             "freshness_checks_sensor",
             "freshness_alert_sensor",
             "run_failure_alert_sensor",

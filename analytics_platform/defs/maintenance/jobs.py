@@ -44,7 +44,8 @@ def _observe(context: dg.OpExecutionContext, rewrites: list[Rewrite], what: str)
 def compact_raw_tables_op(
     context: dg.OpExecutionContext, config: MaintenanceConfig, platform: PlatformResource
 ) -> dg.Output[None]:
-    """Rewrite the small files of the raw days that no longer receive data into files of the target size."""
+    """Rewrite the small files of the raw days that are due (finished, or today's past the small-file count) into
+    files of the target size."""
     with honest_failures(context):
         rewrites = compact_raw_tables(platform.settings(), dry_run=config.dry_run, progress=context.log.info)
     if not config.dry_run:
@@ -102,7 +103,7 @@ def apply_raw_retention_op(
 
 @dg.job(name=COMPACT_JOB, executor_def=dg.in_process_executor, tags=CRASH_RETRY_TAGS)
 def compact_raw_tables_job() -> None:
-    """Compaction of the raw tables' finished days (`analytics-platform maintain compact`)."""
+    """Compaction of the raw days that are due (`analytics-platform maintain compact`); see its sensor."""
     compact_raw_tables_op()
 
 

@@ -1,9 +1,10 @@
-"""When the lake is maintained: after the day's marts are rebuilt (00:30 UTC), staggered so that two
-maintenance jobs never compete for the 2 cores with each other."""
+"""When the lake's snapshots expire and its days age: after the day's marts are rebuilt (00:30 UTC), staggered
+so that two maintenance jobs never compete for the 2 cores with each other. Compaction has a sensor instead
+(:mod:`analytics_platform.defs.maintenance.sensors`): it runs when a partition needs it."""
 
 import dagster as dg
 
-from analytics_platform.defs.maintenance.jobs import COMPACT_JOB, EXPIRE_JOB, RETENTION_JOB
+from analytics_platform.defs.maintenance.jobs import EXPIRE_JOB, RETENTION_JOB
 
 
 def _schedule(name: str, cron: str, job_name: str, description: str) -> dg.ScheduleDefinition:
@@ -18,8 +19,6 @@ def _schedule(name: str, cron: str, job_name: str, description: str) -> dg.Sched
 
 
 maintenance_schedules = [
-    # Yesterday is over at 00:00; PLATFORM_COMPACT_AFTER_HOURS (default 2) later it is compacted.
-    _schedule("compact_raw_tables_daily", "15 3 * * *", COMPACT_JOB, "Compacts the raw days that ended, at 03:15 UTC."),
     _schedule(
         "expire_raw_snapshots_6h",
         "45 */6 * * *",
