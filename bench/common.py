@@ -123,10 +123,16 @@ def commit_seconds(instance, since: float) -> list[tuple[float, float]]:  # type
 
     commits = []
     for name in event_types():
-        for record in instance.fetch_materializations(dg.AssetKey(["raw", name]), limit=100_000).records:
-            metadata = record.asset_materialization.metadata if record.asset_materialization else {}
-            if record.timestamp >= since and "seconds" in metadata and "micro_batches" not in metadata:
-                commit = metadata["seconds"].value.get("commit")  # type: ignore[union-attr]
-                if commit is not None:
-                    commits.append((record.timestamp, float(commit)))
+        cursor = None
+        while True:  # newest first, in pages: Dagster returns at most 10,000 records per call
+            page = instance.fetch_materializations(dg.AssetKey(["raw", name]), limit=10_000, cursor=cursor)
+            for record in page.records:
+                metadata = record.asset_materialization.metadata if record.asset_materialization else {}
+                if record.timestamp >= since and "seconds" in metadata and "micro_batches" not in metadata:
+                    commit = metadata["seconds"].value.get("commit")  # type: ignore[union-attr]
+                    if commit is not None:
+                        commits.append((record.timestamp, float(commit)))
+            if not page.has_more or (page.records and page.records[-1].timestamp < since):
+                break
+            cursor = page.cursor
     return sorted(commits)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import statistics
 import threading
 import time
@@ -47,25 +48,18 @@ def _rss_mb(pid: int) -> float | None:
 
 
 def _ingest_processes(instance) -> dict[str, int]:  # type: ignore[no-untyped-def]
-    """Pid of each ingest run in progress: the run worker's command line names its run id."""
+    """Pid of each ingest run in progress: its worker (a child of the code server, whose command line does
+    not name the run) reports it in an engine event, "Started process for run (pid: N)"."""
     import dagster as dg
 
-    runs = {
-        record.dagster_run.run_id
-        for record in instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
-        if record.dagster_run.job_name.startswith("ingest_")
-    }
     found: dict[str, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+    for record in instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
+        if not record.dagster_run.job_name.startswith("ingest_"):
             continue
-        try:
-            command = (entry / "cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        for run_id in runs:
-            if run_id in command:
-                found[run_id] = int(entry.name)
+        for entry in instance.all_logs(record.dagster_run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+            if match := re.search(r"Started process for run \(pid: (\d+)\)", entry.message or ""):
+                found[record.dagster_run.run_id] = int(match.group(1))
+                break
     return found
 
 
