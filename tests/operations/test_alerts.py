@@ -167,6 +167,7 @@ def test_the_code_location_carries_the_freshness_objectives() -> None:
 
     assert window("raw/purchase") == timedelta(minutes=5)
     assert window("raw/product_changed") is None
+    assert window("raw/app_error") is None  # no errors for 5 minutes is good news
     assert window("marts/fct_events_per_minute") == timedelta(minutes=5)  # live facts
     assert window("marts/fct_daily_active_users") == timedelta(minutes=15)  # 3 x the 300 s refresh interval
     assert window("staging/stg_purchases") is None

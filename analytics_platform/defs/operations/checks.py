@@ -6,9 +6,9 @@
   their sensor: a check result per evaluation, with history, also where the freshness daemon is off.
 
 Raw tables of the event streams and every mart get one; the reference data (product and profile
-changes) does not: it changes when it changes. The policies are attached where the assets are defined
-(``defs/ingestion/assets.py``, the dbt translator); the checks are built from what was attached, so the
-two always agree.
+changes) does not: it changes when it changes; nor do app errors, whose silence is good news. The
+policies are attached where the assets are defined (``defs/ingestion/assets.py``, the dbt translator);
+the checks are built from what was attached, so the two always agree.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from analytics_platform.settings import Settings
 
 FRESHNESS_CHECKS_SENSOR = "freshness_checks_sensor"
 FRESHNESS_CHECKS_INTERVAL_S = 60  # each evaluation is a run (~10 s of CPU here): at most one a minute
+SPORADIC_TYPES = frozenset({"app_error"})  # event streams whose silence is normal
 
 
 def _policy(seconds: float) -> dg.FreshnessPolicy:
@@ -32,10 +33,13 @@ def _policy(seconds: float) -> dg.FreshnessPolicy:
 
 
 def raw_freshness_policy(settings: Settings, event_type: str) -> dg.FreshnessPolicy | None:
-    """The policy of ``raw/<event_type>``: none for reference data, else PLATFORM_RAW_FRESHNESS_SLO_S."""
+    """The policy of ``raw/<event_type>``: none for reference data and app errors (both arrive when they
+    arrive: minutes without an error are good news), else PLATFORM_RAW_FRESHNESS_SLO_S."""
     from analytics_platform.warehouse.scd2 import REFERENCE_TYPES
 
-    return None if event_type in REFERENCE_TYPES else _policy(settings.raw_freshness_slo_s)
+    if event_type in REFERENCE_TYPES or event_type in SPORADIC_TYPES:
+        return None
+    return _policy(settings.raw_freshness_slo_s)
 
 
 def marts_freshness_policy(settings: Settings, *, live: bool) -> dg.FreshnessPolicy:
