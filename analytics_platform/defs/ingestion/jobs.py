@@ -4,6 +4,7 @@ import dagster as dg
 
 from analytics_platform.contracts.envelope import EventType
 from analytics_platform.defs.ingestion.assets import raw_asset_key
+from analytics_platform.defs.workloads import INGEST
 from analytics_platform.ingest.plan import BatchPlan
 
 TOPIC_TAG = "analytics_platform/topic"
@@ -21,7 +22,7 @@ def ingest_job(event_type: EventType):  # -> an unresolved asset job (its class 
         executor_def=dg.in_process_executor,  # one op per run: a subprocess per step only adds seconds
         # No run retries: when a run dies, the topic's sensor plans again from the offsets stored in
         # Iceberg (a retry would replay a stale plan); transient errors are retried by the op itself.
-        tags={TOPIC_TAG: event_type.topic},
+        tags={TOPIC_TAG: event_type.topic} | INGEST.tags(),
         description=f"Land one micro-batch of {event_type.topic} into raw.{event_type.name}.",
     )
 

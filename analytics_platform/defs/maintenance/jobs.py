@@ -12,6 +12,7 @@ from pydantic import Field
 
 from analytics_platform.defs.resources import PlatformResource
 from analytics_platform.defs.retries import CRASH_RETRY_TAGS, TRANSIENT_RETRY, honest_failures
+from analytics_platform.defs.workloads import MAINTENANCE
 from analytics_platform.lakehouse.compaction import Rewrite, compact_raw_tables
 from analytics_platform.lakehouse.expiry import expire_and_clean
 from analytics_platform.lakehouse.retention import apply_retention
@@ -19,6 +20,7 @@ from analytics_platform.lakehouse.retention import apply_retention
 COMPACT_JOB = "compact_raw_tables"
 EXPIRE_JOB = "expire_raw_snapshots"
 RETENTION_JOB = "apply_raw_retention"
+TAGS = CRASH_RETRY_TAGS | MAINTENANCE.tags()
 
 
 class MaintenanceConfig(dg.Config):
@@ -101,19 +103,19 @@ def apply_raw_retention_op(
     )
 
 
-@dg.job(name=COMPACT_JOB, executor_def=dg.in_process_executor, tags=CRASH_RETRY_TAGS)
+@dg.job(name=COMPACT_JOB, executor_def=dg.in_process_executor, tags=TAGS)
 def compact_raw_tables_job() -> None:
     """Compaction of the raw days that are due (`analytics-platform maintain compact`); see its sensor."""
     compact_raw_tables_op()
 
 
-@dg.job(name=EXPIRE_JOB, executor_def=dg.in_process_executor, tags=CRASH_RETRY_TAGS)
+@dg.job(name=EXPIRE_JOB, executor_def=dg.in_process_executor, tags=TAGS)
 def expire_raw_snapshots_job() -> None:
     """Snapshot expiry; unreferenced files deleted after the grace period (`analytics-platform maintain expire`)."""
     expire_raw_snapshots_op()
 
 
-@dg.job(name=RETENTION_JOB, executor_def=dg.in_process_executor, tags=CRASH_RETRY_TAGS)
+@dg.job(name=RETENTION_JOB, executor_def=dg.in_process_executor, tags=TAGS)
 def apply_raw_retention_job() -> None:
     """Hot, cold and deleted raw days; dead-letter retention (`analytics-platform maintain retain`)."""
     apply_raw_retention_op()

@@ -20,6 +20,7 @@ from analytics_platform.contracts.envelope import event_types
 from analytics_platform.defs.ingestion.assets import raw_asset_key
 from analytics_platform.defs.resources import PlatformResource
 from analytics_platform.defs.retries import TRANSIENT_RETRY, honest_failures
+from analytics_platform.defs.workloads import QUALITY
 from analytics_platform.lakehouse.catalog import load_catalog
 from analytics_platform.quality import anomalies
 from analytics_platform.quality.anomalies import AnomalyOutcome
@@ -142,6 +143,7 @@ def anomaly_definitions() -> dg.Definitions:
         ANOMALY_JOB,
         selection=dg.AssetSelection.checks(checks),
         executor_def=dg.in_process_executor,
+        tags=QUALITY.tags(),
         description="Every data-quality anomaly check (warnings: they never block anything).",
     )
     schedule = dg.ScheduleDefinition(

@@ -15,6 +15,7 @@ from analytics_platform.contracts.envelope import event_type_for_topic
 from analytics_platform.defs.ingestion.assets import DEAD_LETTER_KEY, raw_asset_key
 from analytics_platform.defs.resources import PlatformResource
 from analytics_platform.defs.retries import CRASH_RETRY_TAGS, TRANSIENT_RETRY, honest_failures
+from analytics_platform.defs.workloads import REPLAY
 from analytics_platform.ingest.replay import replay_dead_letters
 from analytics_platform.ingest.reread import offsets_for_times, reread
 from analytics_platform.serving.replays import DEAD_LETTERS_JOB, DEAD_LETTERS_OP, REREAD_JOB, REREAD_OP
@@ -96,7 +97,7 @@ def replay_dead_letters_op(
 @dg.job(
     name=REREAD_JOB,
     executor_def=dg.in_process_executor,
-    tags=CRASH_RETRY_TAGS,
+    tags=CRASH_RETRY_TAGS | REPLAY.tags(),
     description="Replay: re-read a topic's offset or time range from Kafka and land what never landed "
     "(launched by POST /v1/replays or `analytics-platform replay offsets`).",
 )
@@ -107,7 +108,7 @@ def replay_kafka_range() -> None:
 @dg.job(
     name=DEAD_LETTERS_JOB,
     executor_def=dg.in_process_executor,
-    tags=CRASH_RETRY_TAGS,
+    tags=CRASH_RETRY_TAGS | REPLAY.tags(),
     description="Replay: land dead letters that pass decode and gate after a fix "
     "(launched by POST /v1/replays or `analytics-platform replay dead-letters`).",
 )

@@ -4,6 +4,7 @@ fails, no dbt step starts and the published marts stay as they were."""
 import dagster as dg
 
 from analytics_platform.defs.retries import CRASH_RETRY_TAGS
+from analytics_platform.defs.workloads import MARTS
 from analytics_platform.warehouse.refresh import BUILD_JOB, DAILY_JOB, REFRESH_JOB
 
 
@@ -22,7 +23,7 @@ def marts_jobs(
             BUILD_JOB,
             selection=dg.AssetSelection.assets(snapshots, models) | checks | after,
             executor_def=dg.in_process_executor,
-            tags=CRASH_RETRY_TAGS,
+            tags=CRASH_RETRY_TAGS | MARTS.tags(),
             description="Raw quality checks, then dbt builds of the snapshots and every model that is not daily, "
             "each into a new DuckDB file published atomically on success.",
         ),
@@ -30,7 +31,7 @@ def marts_jobs(
             DAILY_JOB,
             selection=dg.AssetSelection.assets(daily) | checks | after,
             executor_def=dg.in_process_executor,
-            tags=CRASH_RETRY_TAGS,
+            tags=CRASH_RETRY_TAGS | MARTS.tags(),
             description="Raw quality checks, then delete and rebuild the daily facts of the run's days (a "
             "partition or a backfill range).",
         ),
@@ -38,7 +39,7 @@ def marts_jobs(
             REFRESH_JOB,
             selection=dg.AssetSelection.assets(snapshots, models, daily) | checks | after,
             executor_def=dg.in_process_executor,
-            tags=CRASH_RETRY_TAGS,
+            tags=CRASH_RETRY_TAGS | MARTS.tags(),
             description="What build_marts does, then the daily facts of the run's days, in one run: the marts "
             "sensor's job, so fresh events pay one run launch, not two.",
         ),

@@ -28,6 +28,7 @@ from analytics_platform.defs.serving.metrics_latest import METRICS_LATEST
 from analytics_platform.defs.transform.project import dbt_manifest
 from analytics_platform.defs.transform.published import PublishedMartsResource
 from analytics_platform.defs.transform.translator import PlatformDbtTranslator
+from analytics_platform.defs.workloads import LIVE
 from analytics_platform.exceptions import DeliveryError, QualityGateError
 from analytics_platform.lakehouse.catalog import load_catalog
 from analytics_platform.quality.checks import CHECKS
@@ -137,6 +138,7 @@ def publish_metrics(context: dg.OpExecutionContext, metrics: MetricsPublisher, m
 @dg.job(
     name=LIVE_JOB,
     executor_def=dg.in_process_executor,
+    tags=LIVE.tags(),
     description="Keep the live facts (dbt tag `live`: the per-minute marts) at the latest raw snapshots, "
     "every few seconds between full marts builds.",
 )
