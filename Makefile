@@ -72,9 +72,11 @@ bi: install
 test-superset: install
 	TEST_SUPERSET_VENV=$(PLATFORM_SUPERSET_VENV) $(BIN)/pytest -m superset $(PYTEST_ARGS)
 
-# docs/configuration.md is generated from the Settings fields' descriptions (a test checks it is current).
+# docs/configuration.md is generated from the Settings fields' descriptions, docker/postgres-init.sql from the
+# database roles' statements (tests check that both are current).
 docs: install
 	$(BIN)/python -c "from analytics_platform.settings import settings_reference; print(settings_reference(), end='')" > docs/configuration.md
+	$(BIN)/python -c "from analytics_platform.security.roles import init_script; print(init_script(), end='')" > docker/postgres-init.sql
 
 clean:
 	rm -rf $(VENV) .platform dbt_project/target dbt_project/logs

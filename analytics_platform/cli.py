@@ -20,6 +20,8 @@ from pydantic import BaseModel
 from analytics_platform.bi.commands import bi_app
 from analytics_platform.exceptions import PlatformError
 from analytics_platform.kafka import broker as embedded_broker
+from analytics_platform.security import roles
+from analytics_platform.security.redaction import redact
 from analytics_platform.serving.replays import DaysReplay, DeadLettersReplay, OffsetsReplay
 from analytics_platform.settings import Settings, get_settings
 
@@ -56,6 +58,13 @@ maintain_app = typer.Typer(
     help="Lake maintenance, as the scheduled jobs do it (docs/operations.md#compaction).", no_args_is_help=True
 )
 app.add_typer(maintain_app, name="maintain")
+db_app = typer.Typer(help="The PostgreSQL server of the Iceberg catalog and Dagster's storage.", no_args_is_help=True)
+roles_app = typer.Typer(
+    help="Least-privilege roles: platform_writer for the platform, bi_reader for BI tools (docs/security.md).",
+    no_args_is_help=True,
+)
+db_app.add_typer(roles_app, name="roles")
+app.add_typer(db_app, name="db")
 
 
 def _settings() -> Settings:
@@ -738,6 +747,50 @@ def maintain_retain(dry_run: Annotated[bool, typer.Option(help=DRY_RUN_HELP)] = 
     would = "would be " if dry_run else ""
     moved = len({(rewrite.table, rewrite.day) for rewrite in report.moved})
     _echo(f"{moved} day partition(s) {would}moved to cold, {len(report.dropped)} {would}deleted")
+
+
+@roles_app.command("create")
+def roles_create(
+    url: Annotated[
+        str,
+        typer.Argument(
+            help="The server, as a superuser, e.g. postgresql://postgres@db:5432/postgres; keep the password "
+            "in PGPASSWORD or ~/.pgpass, not here."
+        ),
+    ],
+    catalog_database: Annotated[
+        str, typer.Option(help="Database of the Iceberg SQL catalog.")
+    ] = roles.CATALOG_DATABASE,
+    dagster_database: Annotated[
+        str, typer.Option(help="Database of Dagster's storage; empty: none on this server.")
+    ] = roles.DAGSTER_DATABASE,
+    writer: Annotated[str, typer.Option(help="Name of the role the platform connects as.")] = roles.WRITER,
+    reader: Annotated[str, typer.Option(help="Name of the read-only role for BI tools.")] = roles.READER,
+    writer_password_env: Annotated[
+        str, typer.Option(help="Environment variable holding the writer's password.")
+    ] = roles.WRITER_PASSWORD_VARIABLE,
+    reader_password_env: Annotated[
+        str, typer.Option(help="Environment variable holding the reader's password.")
+    ] = roles.READER_PASSWORD_VARIABLE,
+    dry_run: Annotated[bool, typer.Option(help=DRY_RUN_HELP)] = False,
+) -> None:
+    """Create or update the writer and reader roles and their grants (the statements of
+    docker/postgres-init.sql); idempotent. Prints each statement; passwords are sent hashed."""
+    import psycopg2
+
+    layout = roles.Layout(
+        writer=roles.Role(writer, writer_password_env),
+        reader=roles.Role(reader, reader_password_env),
+        catalog_database=catalog_database,
+        dagster_database=dagster_database or None,
+    )
+    try:
+        roles.apply(url, layout, dry_run=dry_run, echo=_echo)
+    except psycopg2.Error as error:
+        _fail(redact(str(error).strip()))
+    written = " and ".join(name for name in (catalog_database, dagster_database) if name)
+    outcome = "dry run, nothing changed" if dry_run else "done"
+    _echo(f"{outcome}: {writer} writes {written}, {reader} reads {catalog_database}")
 
 
 def main() -> None:

@@ -26,9 +26,10 @@ class ComposeFileError(Exception):
 
 
 def docker_compose(
-    compose_file: Path, *args: str, environment: Mapping[str, str] | None = None
+    compose_file: Path, *args: str, environment: Mapping[str, str] | None = None, env_file: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``docker-compose -f compose_file ARGS`` with exactly ``environment`` as the variables to interpolate.
+    """Run ``docker-compose -f compose_file ARGS`` with exactly ``environment`` and ``env_file`` as the variables
+    to interpolate.
 
     Neither the caller's environment nor a ``.env`` beside the file is read, so a developer's settings
     cannot change what a test sees.
@@ -36,10 +37,11 @@ def docker_compose(
     if not DOCKER_COMPOSE.exists():
         raise FileNotFoundError(f"{DOCKER_COMPOSE} is missing: `make tools` installs it (`make test` runs that first)")
     with tempfile.TemporaryDirectory() as scratch:
-        no_env_file = Path(scratch) / "empty.env"
-        no_env_file.touch()
+        if env_file is None:
+            env_file = Path(scratch) / "empty.env"
+            env_file.touch()
         return subprocess.run(
-            [str(DOCKER_COMPOSE), "--env-file", str(no_env_file), "-f", str(compose_file), *args],
+            [str(DOCKER_COMPOSE), "--env-file", str(env_file), "-f", str(compose_file), *args],
             cwd=compose_file.parent,
             env=dict(environment or {}),
             capture_output=True,

@@ -31,12 +31,29 @@ REQUIRED_SERVICES = ("kafka", "schema-registry", "postgres", *DAGSTER_SERVICES)
 # releases have two (PostgreSQL >= 10 is major.minor, so 16 floats but 16.10 is one release).
 VERSION_TAG = re.compile(r"^v?(?P<numbers>\d+(\.\d+)*)([-_+][A-Za-z0-9_.+-]+)?$")
 TWO_NUMBER_RELEASES = {"postgres"}
+ENV_EXAMPLE = REPO_ROOT / ".env.example"
+# `NAME=` (a secret to fill in) or `# NAME=default` (optional), in .env.example.
+ENV_EXAMPLE_LINE = re.compile(r"^(?P<optional>#\s*)?(?P<name>[A-Z][A-Z0-9_]*)=(?P<value>.*)$", re.MULTILINE)
+# Each ${NAME...} compose interpolates ($${NAME} is a literal $ for the container's shell), and which are
+# required (${NAME:?message}).
+INTERPOLATED = re.compile(r"(?<!\$)\$\{(?P<name>[A-Z][A-Z0-9_]*)(?P<required>:\?)?")
+
+
+def secrets() -> dict[str, str]:
+    """A value for every variable compose requires: what a filled-in .env holds."""
+    return {name: f"test-{name.lower().replace('_', '-')}" for name in required_variables()}
+
+
+def required_variables() -> list[str]:
+    """The variables compose refuses to start without, in the order they first appear."""
+    found = INTERPOLATED.finditer(COMPOSE_FILE.read_text())
+    return list(dict.fromkeys(match["name"] for match in found if match["required"]))
 
 
 @cache
 def resolved_config() -> dict[str, Any]:
-    """The configuration as compose resolves it: anchors merged, variables interpolated."""
-    return resolve(COMPOSE_FILE)
+    """The configuration as compose resolves it with every secret set: anchors merged, variables interpolated."""
+    return resolve(COMPOSE_FILE, secrets())
 
 
 def unpinned_reason(reference: str) -> str | None:
@@ -74,11 +91,62 @@ def dockerfile_base_images(dockerfile: Path) -> list[str]:
     return images
 
 
-def test_compose_file_validates() -> None:
-    result = docker_compose(COMPOSE_FILE, "config", "-q")
+def test_compose_file_validates_with_env_example_filled_in(tmp_path: Path) -> None:
+    """What a user does: copy .env.example to .env and fill in each secret."""
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        ENV_EXAMPLE_LINE.sub(
+            lambda line: line[0] if line["optional"] else f"{line['name']}={secrets()[line['name']]}",
+            ENV_EXAMPLE.read_text(),
+        )
+    )
+    result = docker_compose(COMPOSE_FILE, "config", "-q", env_file=env_file)
     assert result.returncode == 0, f"docker-compose config -q failed:\n{result.stderr}"
     # A ${VAR} with neither a default (:-) nor an error (:?) silently becomes an empty string.
     assert "variable is not set" not in result.stderr, result.stderr
+
+
+def test_env_example_documents_every_variable_and_no_secret_has_a_value() -> None:
+    documented = {line["name"]: line for line in ENV_EXAMPLE_LINE.finditer(ENV_EXAMPLE.read_text())}
+    interpolated = {match["name"] for match in INTERPOLATED.finditer(COMPOSE_FILE.read_text())}
+    assert sorted(documented) == sorted(interpolated), "document each variable compose reads in .env.example"
+    required = {name for name, line in documented.items() if not line["optional"]}
+    assert sorted(required) == sorted(required_variables()), "a secret is `NAME=` in .env.example, the rest `# NAME=`"
+    assert {name: documented[name]["value"] for name in required} == dict.fromkeys(required, ""), (
+        "no real or example secrets in .env.example: compose then stops until each is set"
+    )
+
+
+@pytest.mark.parametrize("missing", ["POSTGRES_PASSWORD", "POSTGRES_WRITER_PASSWORD", "POSTGRES_READER_PASSWORD"])
+def test_compose_refuses_to_start_without_each_secret(missing: str) -> None:
+    """No default secrets: unset or empty, compose stops and says which variable and where to look."""
+    assert missing in required_variables()
+    for value in (None, ""):
+        environment = {name: value for name, value in secrets().items() if name != missing}
+        if value is not None:
+            environment[missing] = value
+        with pytest.raises(ComposeFileError, match=re.escape(f": set {missing} (see .env.example)")):
+            resolve(COMPOSE_FILE, environment)
+
+
+def test_platform_services_connect_as_the_writer_role_not_the_superuser() -> None:
+    services = resolved_config()["services"]
+    writer = secrets()["POSTGRES_WRITER_PASSWORD"]
+    superuser = secrets()["POSTGRES_PASSWORD"]
+    postgres = services["postgres"]["environment"]
+    assert {key: postgres[key] for key in ("POSTGRES_PASSWORD", "POSTGRES_WRITER_PASSWORD")} == {
+        "POSTGRES_PASSWORD": superuser,
+        "POSTGRES_WRITER_PASSWORD": writer,
+    }
+    assert postgres["POSTGRES_READER_PASSWORD"] == secrets()["POSTGRES_READER_PASSWORD"]
+    for name in DAGSTER_SERVICES:
+        environment = services[name]["environment"]
+        for key in ("PLATFORM_CATALOG_URI", "PLATFORM_DAGSTER_STORAGE_URL"):
+            url = urlsplit(str(environment[key]))
+            assert (url.username, url.password) == ("platform_writer", writer), f"{name}: {key}"
+        assert (environment["DAGSTER_PG_USER"], environment["DAGSTER_PG_PASSWORD"]) == ("platform_writer", writer)
+    holders = sorted(name for name, service in services.items() if superuser in str(service.get("environment")))
+    assert holders == ["postgres"], "only the postgres service may know the superuser's password"
 
 
 def test_interpolation_applies_defaults_and_requires_variables(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError as Conflue
 from analytics_platform.contracts.envelope import TOPIC_PREFIX
 from analytics_platform.contracts.registry import Contract, SchemaVersion
 from analytics_platform.exceptions import SchemaRegistryError, TransientError
+from analytics_platform.security.redaction import redact
 
 T = TypeVar("T")
 
@@ -33,7 +34,7 @@ class ConfluentRegistry:
     def __init__(self, url: str) -> None:
         # new_client also accepts mock:// URLs: confluent-kafka's own in-memory registry.
         self._client = SchemaRegistryClient.new_client({"url": url})
-        self._url = url
+        self._where = redact(url)  # for messages: the URL may carry basic-auth credentials
         self._ids: dict[tuple[str, int], int] = {}
 
     def schema_id(self, version: SchemaVersion) -> int:
@@ -53,8 +54,8 @@ class ConfluentRegistry:
         except ConfluentError as error:
             if error.http_status_code == 409:
                 raise SchemaRegistryError(
-                    f"the Schema Registry at {self._url} refuses {version.path.name} of {version.event_type} "
-                    f"as incompatible: {error}; run `analytics-platform schemas check`"
+                    f"the Schema Registry at {self._where} refuses {version.path.name} of {version.event_type} "
+                    f"as incompatible: {redact(str(error))}; run `analytics-platform schemas check`"
                 ) from error
             raise
 
@@ -64,8 +65,9 @@ class ConfluentRegistry:
         except ConfluentError as error:
             if error.http_status_code == 409:
                 raise
-            raise TransientError(f"Schema Registry at {self._url} failed: {error}") from error
+            raise TransientError(f"Schema Registry at {self._where} failed: {redact(str(error))}") from error
         except Exception as error:  # the HTTP client's connection errors have no common public base class
             raise TransientError(
-                f"cannot reach the Schema Registry at {self._url} ({error}); check PLATFORM_SCHEMA_REGISTRY_URL"
+                f"cannot reach the Schema Registry at {self._where} ({redact(str(error))}); check "
+                "PLATFORM_SCHEMA_REGISTRY_URL"
             ) from error

@@ -35,6 +35,7 @@ from analytics_platform.contracts.envelope import ENVELOPE_STRINGS, EventType, e
 from analytics_platform.contracts.registry import Contract, load_registry
 from analytics_platform.contracts.types import iceberg_type
 from analytics_platform.exceptions import SchemaRegistryError, TableNotFoundError, TerminalError
+from analytics_platform.security.redaction import redact
 from analytics_platform.settings import Settings
 
 DEAD_LETTER_TABLE = "dead_letter"
@@ -172,7 +173,8 @@ def open_table(catalog: Catalog, settings: Settings, name: str) -> Table:
         return catalog.load_table(table_identifier(settings, name))
     except NoSuchTableError:
         raise TableNotFoundError(
-            f"the Iceberg table {table_identifier(settings, name)} does not exist yet in {settings.catalog_sql_uri}: "
+            f"the Iceberg table {table_identifier(settings, name)} does not exist yet in "
+            f"{redact(settings.catalog_sql_uri)}: "
             "nothing was ingested into it. Run `analytics-platform ingest` (or let the ingest sensors run), or "
             "check PLATFORM_CATALOG_URI and PLATFORM_HOME point at the platform you mean."
         ) from None

@@ -18,6 +18,9 @@ from dagster import DagsterInstance
 from analytics_platform.defs.run_health import DEFAULT_HEARTBEAT_TIMEOUT_S
 from analytics_platform.settings import Settings
 
+# dagster.yaml names the variable instead of holding the URL: the file (which the webserver shows on its
+# Configuration page) then holds no password.
+STORAGE_URL_VARIABLE = "PLATFORM_DAGSTER_STORAGE_URL"
 # How often the daemon checks started runs' heartbeats: with the heartbeat timeout, a dead run is
 # failed within about 70 s, and its sensor (every 5 s) requests the work again.
 MONITORING_POLL_S = 10
@@ -43,16 +46,19 @@ def instance_config(settings: Settings) -> dict[str, object]:
         },
     }
     if settings.dagster_storage_url:
-        config["storage"] = {"postgres": {"postgres_url": settings.dagster_storage_url}}
+        config["storage"] = {"postgres": {"postgres_url": {"env": STORAGE_URL_VARIABLE}}}
     return config
 
 
 def prepare_dagster_home(settings: Settings) -> Path:
-    """Write ``dagster.yaml`` for these settings and export ``DAGSTER_HOME`` to child processes."""
+    """Write ``dagster.yaml`` for these settings and export ``DAGSTER_HOME`` (and the storage URL it names)
+    to this process and its children."""
     home = settings.dagster_home_path
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_text(yaml.safe_dump(instance_config(settings), sort_keys=False))
     os.environ["DAGSTER_HOME"] = str(home)
+    if settings.dagster_storage_url:
+        os.environ[STORAGE_URL_VARIABLE] = settings.dagster_storage_url
     return home
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from analytics_platform.security.redaction import redact
 from analytics_platform.settings import Settings
 
 if TYPE_CHECKING:
@@ -48,19 +49,10 @@ class Finding:
     fix: str = ""
 
 
-def _redact(url: str) -> str:
-    """A database URL without its password."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url.split("@")[-1]
-
-
 def _first_line(error: BaseException | str) -> str:
+    """The first line of an error's message, passwords masked (a driver's message may quote the URL)."""
     text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    return redact(text.splitlines()[0]) if text else type(error).__name__
 
 
 # --- Kafka ------------------------------------------------------------------------------------------
@@ -166,12 +158,13 @@ def check_schema_registry(settings: Settings) -> list[Finding]:
     if not url:
         return [Finding("schema registry", True, "not configured (PLATFORM_SCHEMA_REGISTRY_URL): the in-repo registry")]
     fix = "start the Schema Registry, or correct PLATFORM_SCHEMA_REGISTRY_URL"
+    where = redact(url)
     try:
         with urllib.request.urlopen(f"{url.rstrip('/')}/subjects", timeout=HTTP_TIMEOUT_S) as answer:
             subjects = len(json.loads(answer.read()))
     except (OSError, ValueError) as error:
-        return [Finding("schema registry", False, f"{url}: {_first_line(error)}", fix)]
-    return [Finding("schema registry", True, f"{url}: {subjects} subject(s)")]
+        return [Finding("schema registry", False, f"{where}: {_first_line(error)}", fix)]
+    return [Finding("schema registry", True, f"{where}: {subjects} subject(s)")]
 
 
 def check_catalog(settings: Settings) -> list[Finding]:
@@ -180,7 +173,7 @@ def check_catalog(settings: Settings) -> list[Finding]:
     from analytics_platform.contracts.envelope import event_types
     from analytics_platform.lakehouse.catalog import load_catalog
 
-    where = _redact(settings.catalog_sql_uri)
+    where = redact(settings.catalog_sql_uri)
     try:
         catalog = load_catalog(settings)
         try:
@@ -224,7 +217,7 @@ def expected_sensors() -> list[str]:
 def check_dagster(settings: Settings) -> list[Finding]:
     from analytics_platform.local.instance import get_instance
 
-    where = _redact(settings.dagster_storage_url) if settings.dagster_storage_url else str(settings.dagster_home_path)
+    where = redact(settings.dagster_storage_url) if settings.dagster_storage_url else str(settings.dagster_home_path)
     try:
         instance = get_instance(settings)
         instance.get_run_records(limit=1)

@@ -16,9 +16,9 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
-from urllib.parse import urlsplit
 
 from analytics_platform.exceptions import AlertDeliveryError
+from analytics_platform.security.redaction import redact, url_origin
 from analytics_platform.settings import Settings
 
 WEBHOOK_TIMEOUT_S = 10.0
@@ -81,10 +81,9 @@ def notify(settings: Settings, alert: Alert, log: Log | None = None) -> None:
         with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_S) as answer:
             answer.read()
     except (OSError, ValueError) as error:  # HTTPError (a 4xx or 5xx) is an OSError
-        where = urlsplit(url)  # the path of an incoming webhook is its secret: never log it
-        raise AlertDeliveryError(
-            f"the alert webhook at {where.scheme}://{where.netloc} (PLATFORM_ALERT_WEBHOOK_URL) did not take an "
-            f"alert ({error}); it is sent again on the next tick. The alert: {text}"
+        raise AlertDeliveryError(  # the path of an incoming webhook is its secret: never log it
+            f"the alert webhook at {url_origin(url)} (PLATFORM_ALERT_WEBHOOK_URL) did not take an "
+            f"alert ({redact(str(error))}); it is sent again on the next tick. The alert: {text}"
         ) from error
 
 

@@ -1,0 +1,1 @@
+"""Keeping secrets out of output, and the least-privilege database roles (docs/security.md)."""
