@@ -122,7 +122,7 @@ def topics_create(
     from analytics_platform.kafka.admin import create_topics
 
     settings = _settings()
-    created = create_topics(settings.bootstrap_servers, partitions or settings.topic_partitions)
+    created = create_topics(settings, partitions or settings.topic_partitions)
     for topic in event_topics():
         _echo(f"{topic}: {'created' if topic in created else 'exists'}")
 
@@ -164,12 +164,12 @@ def generate(
         except ValueError as error:
             _fail(str(error))
     settings = _settings()
-    create_topics(settings.bootstrap_servers, settings.topic_partitions)
+    create_topics(settings, settings.topic_partitions)
     if live:
         stream = itertools.chain.from_iterable(live_sessions(seed))
         _echo(f"producing a live stream at {rate or 'max'} events/s to {settings.bootstrap_servers}; Ctrl-C stops")
         with contextlib.suppress(KeyboardInterrupt):
-            publish(stream, settings.bootstrap_servers, rate=rate or 20.0, **producer_options(settings))
+            publish(stream, settings, rate=rate or 20.0, **producer_options(settings))
         return
     first_day = start.replace(tzinfo=UTC) if start else DEFAULT_START
     extra = " plus the catalog and user profiles" if reference_data else ""
@@ -191,7 +191,7 @@ def generate(
     started = time.monotonic()
     delivered = publish(
         stream_events,
-        settings.bootstrap_servers,
+        settings,
         rate=rate,
         progress=lambda n: _echo(f"  produced {n:,}/{len(stream_events):,}") if n % 50_000 == 0 else None,
         on_reject=lambda rejection: _echo(f"  rejected at the edge: {rejection.error}"),
@@ -448,7 +448,7 @@ def offsets_reset(
     settings = _settings()
     catalog = load_catalog(settings)
     for name in topic:
-        bounds = log_bounds(settings.bootstrap_servers, name)
+        bounds = log_bounds(settings, name)
         table = ensure_raw_table(catalog, settings, event_type_for_topic(name))
         starts = {p: b.start for p, b in bounds.items()}
         snapshot_id = reset_offsets(table, name, starts, reason="analytics-platform offsets reset")

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from analytics_platform.exceptions import ConfigError
@@ -58,7 +58,55 @@ class Settings(BaseSettings):
     broker_state_dir: Path | None = Field(
         default=None, description="Where the embedded broker's pid file and log go. Default: <home>/broker."
     )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT",
+        description="How every Kafka client of the platform connects (librdkafka's security.protocol): SSL "
+        "encrypts and verifies the brokers, SASL_SSL also logs in (docs/security.md#kafka-tls-and-sasl). "
+        "PLAINTEXT and SASL_PLAINTEXT send everything in clear text: loopback or a trusted network only.",
+    )
+    kafka_ssl_ca_location: Path | None = Field(
+        default=None,
+        description="PEM file of the CA that signed the brokers' certificates (ssl.ca.location), with SSL or "
+        "SASL_SSL. Default: OpenSSL's default CA locations.",
+    )
+    kafka_ssl_certificate_location: Path | None = Field(
+        default=None,
+        description="PEM file of the client's certificate (ssl.certificate.location), for brokers that require "
+        "TLS client authentication; with PLATFORM_KAFKA_SSL_KEY_LOCATION.",
+    )
+    kafka_ssl_key_location: Path | None = Field(
+        default=None, description="PEM file of the client certificate's private key (ssl.key.location)."
+    )
+    kafka_ssl_key_password: SecretStr | None = Field(
+        default=None, description="Password of an encrypted PLATFORM_KAFKA_SSL_KEY_LOCATION (ssl.key.password)."
+    )
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = Field(
+        default="SCRAM-SHA-512",
+        description="SASL mechanism (sasl.mechanism) with SASL_SSL or SASL_PLAINTEXT. PLAIN sends the password "
+        "itself: only over SASL_SSL.",
+    )
+    kafka_sasl_username: str | None = Field(
+        default=None, description="SASL user name (sasl.username); required with SASL_SSL or SASL_PLAINTEXT."
+    )
+    kafka_sasl_password: SecretStr | None = Field(
+        default=None,
+        description="SASL password (sasl.password); required with SASL_SSL or SASL_PLAINTEXT. Never logged or "
+        "shown in the settings' repr.",
+    )
     topic_partitions: int = Field(default=3, ge=1, description="Partitions per event topic on creation.")
+    topic_replication_factor: int = Field(
+        default=1,
+        ge=1,
+        description="Replicas of each topic the platform creates (event, dead-letter and metrics topics); at most "
+        "the number of brokers. 3 on a production cluster, so a broker can fail without losing a message.",
+    )
+    topic_min_insync_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        description="min.insync.replicas of each topic the platform creates: with acks=all, a write succeeds once "
+        "this many replicas have it (2 with a replication factor of 3). At most "
+        "PLATFORM_TOPIC_REPLICATION_FACTOR. Default: the broker's min.insync.replicas.",
+    )
     batch_max_events: int = Field(
         default=100_000,
         ge=1,
@@ -393,6 +441,7 @@ _TYPE_NAMES: dict[object, str] = {
     str: "string",
     Path: "path",
     datetime: "timestamp with time zone",
+    SecretStr: "secret string",
 }
 
 

@@ -196,7 +196,7 @@ def run(workdir: Path, *, rate: float, duration_s: float, settle_marts: bool = T
     broker.start(settings)
     dev = None
     try:
-        create_topics(settings.bootstrap_servers, settings.topic_partitions)
+        create_topics(settings, settings.topic_partitions)
         ensure_tables(load_catalog(settings), settings)
         dev = spawn(
             [str(BIN / "dagster"), "dev", "-w", str(WORKSPACE), "-h", "127.0.0.1", "-p", str(free_port())],
@@ -209,7 +209,7 @@ def run(workdir: Path, *, rate: float, duration_s: float, settle_marts: bool = T
         echo(f"dagster dev started (log: {home / 'logs' / 'dagster-dev.log'}); warming up ...")
         warm_up = generate_events(300, seed=8, days=1, start=datetime.now(UTC))
         warm_from = datetime.now(UTC).replace(second=0, microsecond=0)
-        publish(_stamped(warm_up), settings.bootstrap_servers)
+        publish(_stamped(warm_up), settings)
         # Until the sensors have launched their (following) ingest runs and the first full marts build
         # has published: what is measured is the steady state, not a deploy's first build.
         _wait(lambda: _total_landed(settings) >= len(warm_up), STARTUP_TIMEOUT_S, "the warm-up events to land")
@@ -226,9 +226,7 @@ def run(workdir: Path, *, rate: float, duration_s: float, settle_marts: bool = T
         echo(f"producing {count:,} events at {rate:,.0f}/s for {duration_s:.0f}s ...")
         started = time.time()
         produced: list[float] = []
-        producer = threading.Thread(
-            target=publish, args=(_stamped(events, produced), settings.bootstrap_servers), kwargs={"rate": rate}
-        )
+        producer = threading.Thread(target=publish, args=(_stamped(events, produced), settings), kwargs={"rate": rate})
         producer.start()
         observations: list[tuple[float, dict[tuple[datetime, str], int]]] = []
         expected = _total_landed(settings) + count

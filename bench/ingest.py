@@ -13,26 +13,30 @@ import gc
 import shutil
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from common import free_port, isolate, worker
+
+if TYPE_CHECKING:
+    from analytics_platform.settings import Settings
 
 MEMORY_EVENT_TYPE = "user_visit"  # the busiest topic: its runs are the largest
 MEMORY_TOPIC = f"events.{MEMORY_EVENT_TYPE}"
 
 
-def grow_backlog(events: list[dict[str, Any]], copies: int, bootstrap_servers: str) -> None:
+def grow_backlog(events: list[dict[str, Any]], copies: int, settings: Settings) -> None:
     """Produce ``copies`` more copies of ``events`` (one topic's, validated when first produced), each with
     new event_ids (the first UUID group names the copy). Each copy's bytes are the first encoding with the
     id replaced: growing the backlog costs Kafka's time, not re-validating millions of identical envelopes."""
     from confluent_kafka import Producer
 
     from analytics_platform.contracts.envelope import encode_event
+    from analytics_platform.kafka.client_config import client_config
     from analytics_platform.kafka.producer import LINGER_MS
 
     producer = Producer(
         {
-            "bootstrap.servers": bootstrap_servers,
+            **client_config(settings),
             "enable.idempotence": True,
             "compression.type": "zstd",
             "linger.ms": LINGER_MS,
@@ -69,8 +73,8 @@ def run(workdir: Path, *, events: int, memory_events: int, repeat: int, start: d
     stream = generate_events(events, seed=42, days=3, start=start)
     broker.start(settings)
     try:
-        create_topics(settings.bootstrap_servers, settings.topic_partitions)
-        publish(stream, settings.bootstrap_servers)
+        create_topics(settings, settings.topic_partitions)
+        publish(stream, settings)
         repetitions = []
         for index in range(repeat):
             home = workdir / f"ingest-{index}"
@@ -96,7 +100,7 @@ def run(workdir: Path, *, events: int, memory_events: int, repeat: int, start: d
         gc.collect()
         grown = len(busiest) * (memory_events // events)
         echo(f"memory: growing {MEMORY_TOPIC}'s backlog {memory_events // events}-fold, to {grown:,} events ...")
-        grow_backlog(busiest, memory_events // events - 1, settings.bootstrap_servers)
+        grow_backlog(busiest, memory_events // events - 1, settings)
         large = [_run_peaks(workdir / f"memory-large-{index}", port, memory_events, echo) for index in range(repeat)]
     finally:
         broker.stop(settings)

@@ -37,8 +37,8 @@ def main() -> None:
         settings = get_settings()
         broker.start(settings)
         try:
-            create_topics(settings.bootstrap_servers, settings.topic_partitions)
-            publish(generate_events(args.events, seed=42, days=3), settings.bootstrap_servers)
+            create_topics(settings, settings.topic_partitions)
+            publish(generate_events(args.events, seed=42, days=3), settings)
             profiler = Profiler(interval=0.005)
             with profiler:
                 from analytics_platform.local.instance import get_instance

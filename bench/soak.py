@@ -223,7 +223,7 @@ def run(workdir: Path, *, rate: float, duration_s: float, echo) -> dict[str, Any
         began = time.time()
         wait(lambda: landed() >= 0, STARTUP_TIMEOUT_S, "dev to create the raw tables")
         stream = itertools.chain.from_iterable(live_sessions(seed=11))
-        publish(itertools.islice(stream, WARM_UP_EVENTS), settings.bootstrap_servers)
+        publish(itertools.islice(stream, WARM_UP_EVENTS), settings)
         wait(lambda: landed() >= WARM_UP_EVENTS, STARTUP_TIMEOUT_S, "the warm-up events to land")
         echo(f"  dev up and ingesting after {time.time() - began:.0f}s (log: {home / 'dev.log'})")
 
@@ -232,7 +232,7 @@ def run(workdir: Path, *, rate: float, duration_s: float, echo) -> dict[str, Any
         echo(f"producing {count:,} events at {rate:,.0f}/s for {duration_s:.0f}s ...")
         started = time.time()
         producer = threading.Thread(
-            target=publish, args=(itertools.islice(stream, count), settings.bootstrap_servers), kwargs={"rate": rate}
+            target=publish, args=(itertools.islice(stream, count), settings), kwargs={"rate": rate}
         )
         producer.start()
         instance = get_instance(settings)

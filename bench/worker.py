@@ -45,7 +45,7 @@ def ceiling(events: int) -> dict[str, float]:
     catalog.create_namespace_if_not_exists("ceiling")
     registry = load_registry()
     started = time.perf_counter()
-    consumer = make_consumer(settings.bootstrap_servers)
+    consumer = make_consumer(settings)
     landed = 0
     for event_type in event_types().values():
         contract = registry.contract(event_type.name)

@@ -96,7 +96,7 @@ def broker() -> Iterator[Settings]:
     settings = get_settings()
     embedded_broker.start(settings)
     try:
-        create_topics(settings.bootstrap_servers, settings.topic_partitions)
+        create_topics(settings, settings.topic_partitions)
         yield settings
     finally:
         embedded_broker.stop(settings)

@@ -33,12 +33,12 @@ def free_port() -> int:
 
 def produce(settings: Settings, count: int, *, seed: int = 7, days: int = 2) -> list[dict[str, Any]]:
     events = generate_events(count, seed=seed, days=days)
-    assert publish(events, settings.bootstrap_servers) == count
+    assert publish(events, settings) == count
     return events
 
 
 def produce_events(settings: Settings, events: list[dict[str, Any]]) -> None:
-    assert publish(events, settings.bootstrap_servers) == len(events)
+    assert publish(events, settings) == len(events)
 
 
 def landed(settings: Settings, event_type: str) -> pa.Table:

@@ -73,11 +73,9 @@ def landed_marts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LandedMar
         settings = get_settings()
         embedded_broker.start(settings)
         try:
-            create_topics(settings.bootstrap_servers, settings.topic_partitions)
+            create_topics(settings, settings.topic_partitions)
             dataset = generate_dataset(EVENTS, seed=SEED, days=DAYS, late_fraction=0.02)
-            assert publish(dataset.events, settings.bootstrap_servers, **producer_options(settings)) == len(
-                dataset.events
-            )
+            assert publish(dataset.events, settings, **producer_options(settings)) == len(dataset.events)
             send_bad_messages(settings, dataset)
             for event_type in event_types().values():
                 ingest_until_caught_up(settings, event_type.topic)

@@ -1,4 +1,5 @@
-"""The production compose stack validates and keeps its shape: pinned images, KRaft, PostgreSQL.
+"""The production compose stack validates and keeps its shape: pinned images, a three-node KRaft cluster behind
+TLS and SASL, PostgreSQL.
 
 Validation uses docker-compose 1.29.2 (v1) from the tools venv that `make test` creates (tests/compose.py):
 it checks the file offline, with no Docker engine. The file is written so that the ``docker compose``
@@ -7,7 +8,9 @@ plugin (v2) reads it the same way.
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from functools import cache
 from pathlib import Path
 from textwrap import dedent
@@ -25,7 +28,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 # Services of the platform image (they share its environment and the warehouse volume).
 DAGSTER_SERVICES = ("code-location", "dagster-webserver", "dagster-daemon", "api", "sql")
-REQUIRED_SERVICES = ("kafka", "schema-registry", "postgres", *DAGSTER_SERVICES)
+KAFKA_BROKERS = ("kafka-1", "kafka-2", "kafka-3")
+REQUIRED_SERVICES = (*KAFKA_BROKERS, "kafka-init", "schema-registry", "postgres", *DAGSTER_SERVICES)
+# The variables the file requires (`${VAR:?...}`), as an operator's .env would give them.
+MAKE_DEV_CA = REPO_ROOT / "deploy" / "kafka" / "make-dev-ca.sh"
 # An exact release, optionally with a variant suffix: 4.1.0, 3.11.14-slim-bookworm, 16.10-bookworm.
 # Three numbers, because 3.11 or 4.1 float to the newest patch release; two for images whose exact
 # releases have two (PostgreSQL >= 10 is major.minor, so 16 floats but 16.10 is one release).
@@ -117,7 +123,9 @@ def test_env_example_documents_every_variable_and_no_secret_has_a_value() -> Non
     )
 
 
-@pytest.mark.parametrize("missing", ["POSTGRES_PASSWORD", "POSTGRES_WRITER_PASSWORD", "POSTGRES_READER_PASSWORD"])
+@pytest.mark.parametrize(
+    "missing", ["POSTGRES_PASSWORD", "POSTGRES_WRITER_PASSWORD", "POSTGRES_READER_PASSWORD", "KAFKA_SASL_PASSWORD"]
+)
 def test_compose_refuses_to_start_without_each_secret(missing: str) -> None:
     """No default secrets: unset or empty, compose stops and says which variable and where to look."""
     assert missing in required_variables()
@@ -273,20 +281,127 @@ def test_pin_check_rejects_floating_references() -> None:
         assert unpinned_reason(reference) is None, reference
 
 
-def test_kafka_runs_kraft_without_zookeeper() -> None:
-    compose = resolved_config()
-    services = compose["services"]
-    environment = services["kafka"].get("environment", {})
-    roles = {role.strip() for role in str(environment.get("KAFKA_PROCESS_ROLES", "")).split(",")}
-    assert "controller" in roles and "broker" in roles, f"KAFKA_PROCESS_ROLES={roles}"
-    assert environment.get("KAFKA_CONTROLLER_QUORUM_VOTERS"), "KRaft needs KAFKA_CONTROLLER_QUORUM_VOTERS"
-    assert not any(key.startswith("KAFKA_ZOOKEEPER") for key in environment)
+def _kafka_environment(name: str) -> dict[str, str]:
+    """A service's environment with every value as the container sees it: a string."""
+    return {key: str(value) for key, value in resolved_config()["services"][name].get("environment", {}).items()}
+
+
+def _listeners(environment: dict[str, str], key: str) -> dict[str, str]:
+    """``{listener name: host:port}`` of a ``NAME://host:port,...`` list."""
+    return dict(tuple(entry.split("://", 1)) for entry in environment.get(key, "").split(",") if entry)
+
+
+def _bind_mounts(service: str) -> dict[str, str]:
+    """``{target: source relative to the repository}`` of a service's bind mounts."""
+    mounts = {}
+    for volume in resolved_config()["services"][service].get("volumes", []):
+        source, target = (volume["source"], volume["target"]) if isinstance(volume, dict) else volume.split(":")[:2]
+        if source.startswith("/"):
+            mounts[target] = str(Path(source).relative_to(REPO_ROOT))
+    return mounts
+
+
+def test_kafka_runs_three_kraft_nodes_without_zookeeper() -> None:
+    services = resolved_config()["services"]
+    voters = {}
+    for name in KAFKA_BROKERS:
+        environment = _kafka_environment(name)
+        roles = {role.strip() for role in environment.get("KAFKA_PROCESS_ROLES", "").split(",")}
+        assert roles == {"broker", "controller"}, f"{name}: KAFKA_PROCESS_ROLES={roles}"
+        assert not any(key.startswith("KAFKA_ZOOKEEPER") for key in environment), name
+        voters[name] = environment["KAFKA_CONTROLLER_QUORUM_VOTERS"]
+        assert environment["CLUSTER_ID"] == _kafka_environment(KAFKA_BROKERS[0])["CLUSTER_ID"], name
+        assert f"{name}:9092" in _listeners(environment, "KAFKA_ADVERTISED_LISTENERS").values(), name
+        assert services[name]["healthcheck"]["test"], name
+    # One quorum of the three nodes, each voting under its own node id.
+    assert set(voters.values()) == {"1@kafka-1:9093,2@kafka-2:9093,3@kafka-3:9093"}, voters
+    assert [_kafka_environment(name)["KAFKA_NODE_ID"] for name in KAFKA_BROKERS] == ["1", "2", "3"]
     assert not [
         name
         for name, service in services.items()
         if "zookeeper" in name.lower() or "zookeeper" in str(service.get("image", "")).lower()
     ]
-    assert "PLAINTEXT://kafka:9092" in str(environment.get("KAFKA_ADVERTISED_LISTENERS", "")).split(",")
+
+
+def test_kafka_replicates_every_topic_three_times_with_two_in_sync() -> None:
+    for name in KAFKA_BROKERS:
+        environment = _kafka_environment(name)
+        replication = {
+            key: environment.get(key) for key in environment if key.endswith(("REPLICATION_FACTOR", "MIN_ISR"))
+        }
+        assert replication == {
+            "KAFKA_DEFAULT_REPLICATION_FACTOR": "3",
+            "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": "3",
+            "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "3",
+            "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": "2",
+            "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR": "3",
+            "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR": "2",
+        }, name
+        assert environment["KAFKA_MIN_INSYNC_REPLICAS"] == "2", name
+    for name in DAGSTER_SERVICES:  # the topics the platform creates: event, dead-letter, metrics
+        environment = resolved_config()["services"][name]["environment"]
+        assert str(environment["PLATFORM_TOPIC_REPLICATION_FACTOR"]) == "3", name
+        assert str(environment["PLATFORM_TOPIC_MIN_INSYNC_REPLICAS"]) == "2", name
+    registry = resolved_config()["services"]["schema-registry"]["environment"]
+    assert str(registry["SCHEMA_REGISTRY_KAFKASTORE_TOPIC_REPLICATION_FACTOR"]) == "3"
+
+
+def test_kafka_listeners_are_tls_and_clients_log_in_with_sasl() -> None:
+    for name in KAFKA_BROKERS:
+        environment = _kafka_environment(name)
+        protocols = dict(entry.split(":") for entry in environment["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+        listeners = _listeners(environment, "KAFKA_LISTENERS")
+        assert {listener: protocols[listener] for listener in listeners} == {
+            "CLIENT": "SASL_SSL",
+            "HOST": "SASL_SSL",
+            "BROKER": "SSL",
+            "CONTROLLER": "SSL",
+        }, name
+        # The image's start script treats advertised listener names containing SSL:// or SASL_ as JKS setups.
+        assert not re.search(r"SSL://|SASL_", environment["KAFKA_ADVERTISED_LISTENERS"]), name
+        assert environment["KAFKA_SASL_ENABLED_MECHANISMS"] == "SCRAM-SHA-512", name
+        for listener in ("CLIENT", "HOST"):
+            jaas = environment[f"KAFKA_LISTENER_NAME_{listener}_SCRAM___SHA___512_SASL_JAAS_CONFIG"]
+            assert jaas.startswith("org.apache.kafka.common.security.scram.ScramLoginModule required"), name
+        for listener in ("BROKER", "CONTROLLER"):
+            assert environment[f"KAFKA_LISTENER_NAME_{listener}_SSL_CLIENT_AUTH"] == "required", name
+        assert (environment["KAFKA_SSL_KEYSTORE_TYPE"], environment["KAFKA_SSL_TRUSTSTORE_TYPE"]) == ("PEM", "PEM")
+        mounts = _bind_mounts(name)
+        assert mounts["/etc/kafka/tls/own"] == f"deploy/kafka/certs/{name}", name
+        assert mounts["/etc/kafka/tls/ca"] == "deploy/kafka/certs/ca", name
+    for name in DAGSTER_SERVICES:
+        environment = resolved_config()["services"][name]["environment"]
+        assert environment["PLATFORM_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL", name
+        assert environment["PLATFORM_KAFKA_SASL_PASSWORD"] == secrets()["KAFKA_SASL_PASSWORD"], name
+        ca = Path(environment["PLATFORM_KAFKA_SSL_CA_LOCATION"])
+        assert _bind_mounts(name)[str(ca.parent)] == "deploy/kafka/certs/ca", name
+    registry = resolved_config()["services"]["schema-registry"]["environment"]
+    assert registry["SCHEMA_REGISTRY_KAFKASTORE_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert registry["SCHEMA_REGISTRY_KAFKASTORE_BOOTSTRAP_SERVERS"] == ",".join(
+        f"SASL_SSL://{name}:9092" for name in KAFKA_BROKERS
+    )
+
+
+def test_make_dev_ca_writes_every_file_the_stack_mounts(tmp_path: Path) -> None:
+    certs = tmp_path / "certs"
+    environment = {**os.environ, "KAFKA_CERTS_DIR": str(certs)}
+    subprocess.run([str(MAKE_DEV_CA)], env=environment, check=True, capture_output=True, timeout=60)
+    for service in resolved_config()["services"]:
+        for source in _bind_mounts(service).values():
+            if source.startswith("deploy/kafka/certs/"):
+                assert (certs / Path(source).relative_to("deploy/kafka/certs")).is_dir(), f"{service}: {source}"
+    for leaf in (*KAFKA_BROKERS, "admin"):
+        pem = certs / leaf / "tls.pem"
+        assert pem.read_text().startswith("-----BEGIN PRIVATE KEY-----"), leaf  # PKCS#8, as Kafka's PEM keystore needs
+        verify = ["openssl", "verify", "-CAfile", str(certs / "ca" / "ca.crt"), str(pem)]
+        assert subprocess.run(verify, capture_output=True, text=True).stdout.strip() == f"{pem}: OK"
+    # The CA's key is mounted nowhere, and a second run keeps the CA the clients already trust.
+    assert not any(
+        "ca-private" in source for service in resolved_config()["services"] for source in _bind_mounts(service).values()
+    )
+    ca = (certs / "ca" / "ca.crt").read_bytes()
+    subprocess.run([str(MAKE_DEV_CA)], env=environment, check=True, capture_output=True, timeout=60)
+    assert (certs / "ca" / "ca.crt").read_bytes() == ca
 
 
 def test_dagster_services_use_postgres_and_kafka() -> None:
@@ -299,7 +414,7 @@ def test_dagster_services_use_postgres_and_kafka() -> None:
         )
         assert catalog.path == "/iceberg", f"{name}: the catalog lives in the iceberg database"
         assert environment.get("DAGSTER_PG_HOST") == "postgres", name
-        assert environment.get("PLATFORM_KAFKA_BOOTSTRAP_SERVERS") == "kafka:9092", name
+        assert environment.get("PLATFORM_KAFKA_BOOTSTRAP_SERVERS") == "kafka-1:9092,kafka-2:9092,kafka-3:9092", name
         assert environment.get("PLATFORM_SCHEMA_REGISTRY_URL") == "http://schema-registry:8081", name
         assert str(environment.get("PLATFORM_WAREHOUSE", "")).startswith("file:///var/lib/analytics-platform/")
         mounts = [

@@ -224,7 +224,7 @@ def _land_batch(
     if read is not None:
         messages = read()
     elif consumer is None:
-        with closing(make_consumer(settings.bootstrap_servers)) as own_consumer:
+        with closing(make_consumer(settings)) as own_consumer:
             messages = read_range(own_consumer, plan.topic, plan.ranges, stored, _keep_headed())
     else:
         messages = read_range(consumer, plan.topic, plan.ranges, stored, _keep_headed())
@@ -357,7 +357,7 @@ def land_run(
         if on_batch:
             on_batch(result)
 
-    with closing(make_consumer(settings.bootstrap_servers)) as consumer:
+    with closing(make_consumer(settings)) as consumer:
         stored = stored_offsets(table, plan.topic)
         slices = micro_batches(plan, stored, settings.batch_max_events)
         if slices:

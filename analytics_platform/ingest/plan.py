@@ -80,7 +80,7 @@ def plan_next_batch(
     catalog = catalog or load_catalog(settings)
     table = ensure_raw_table(catalog, settings, event_type_for_topic(topic))
     stored = stored_offsets(table, topic)
-    bounds = probe_log_bounds(consumer, topic) if consumer else log_bounds(settings.bootstrap_servers, topic)
+    bounds = probe_log_bounds(consumer, topic) if consumer else log_bounds(settings, topic)
     check_stored_offsets(stored, bounds)
     # A partition never landed before starts at the log's first retained offset.
     starts = {p: stored.next_offsets.get(p, log.start) for p, log in bounds.items()}

@@ -82,7 +82,7 @@ def offsets_for_times(
     settings: Settings, topic: str, start: datetime, end: datetime, partitions: list[int] | None = None
 ) -> Ranges:
     """Per partition, the offsets whose message timestamps fall in ``[start, end)``."""
-    with closing(make_consumer(settings.bootstrap_servers)) as consumer:
+    with closing(make_consumer(settings)) as consumer:
         bounds = probe_log_bounds(consumer, topic)
         chosen = sorted(bounds) if partitions is None else partitions
         ranges = {}
@@ -160,7 +160,7 @@ def reread(
     event_type = event_type_for_topic(topic)
     table = ensure_raw_table(catalog, settings, event_type)
     dead_letters = ensure_dead_letter_table(catalog, settings)
-    with closing(make_consumer(settings.bootstrap_servers)) as consumer:
+    with closing(make_consumer(settings)) as consumer:
         check_ranges(topic, ranges, probe_log_bounds(consumer, topic))
     stored = stored_offsets(table, topic)
     result = RereadResult(topic, ranges)
@@ -173,7 +173,7 @@ def reread(
     if not clipped:
         return result
     window = DedupWindow.read(table, settings.dedup_window_events)
-    with closing(make_consumer(settings.bootstrap_servers)) as consumer:
+    with closing(make_consumer(settings)) as consumer:
         for batch in micro_batches(BatchPlan(topic, clipped), StoredOffsets(topic), settings.batch_max_events):
             messages = read_range(consumer, topic, batch.ranges, StoredOffsets(topic))
             landed, dead = _handled(table, dead_letters, topic, batch)

@@ -30,6 +30,7 @@ from analytics_platform.contracts.registry import SchemaRegistry, SchemaVersion,
 from analytics_platform.contracts.validation import validate_message
 from analytics_platform.exceptions import DeliveryError, UnknownSchemaVersion
 from analytics_platform.kafka.admin import create_topics
+from analytics_platform.kafka.client_config import client_config
 from analytics_platform.operations import tracing
 from analytics_platform.settings import Settings
 
@@ -77,16 +78,17 @@ class EventProducer:
 
     def __init__(
         self,
-        bootstrap_servers: str,
+        settings: Settings,
         *,
         registry: SchemaRegistry | None = None,
         dead_letter_topic: str = DEFAULT_DEAD_LETTER_TOPIC,
         schema_ids: Callable[[SchemaVersion], int] | None = None,
         **overrides: Any,
     ) -> None:
-        """``schema_ids`` (a Confluent Schema Registry lookup) tags each message with its schema's id."""
+        """Connects as the settings say (:func:`client_config`); ``schema_ids`` (a Confluent Schema Registry
+        lookup) tags each message with its schema's id."""
         config: dict[str, Any] = {
-            "bootstrap.servers": bootstrap_servers,
+            **client_config(settings),
             "enable.idempotence": True,
             "acks": "all",
             "retries": 2_147_483_647,
@@ -97,7 +99,7 @@ class EventProducer:
         }
         config.update(overrides)
         self._producer = Producer(config)
-        self._bootstrap_servers = bootstrap_servers
+        self._settings = settings
         self._registry = registry or load_registry()
         self._dead_letter_topic = dead_letter_topic
         self._dead_letter_topic_ready = False
@@ -176,7 +178,7 @@ class EventProducer:
         if error is not None or value is None:
             rejection = Rejection(event, error or "invalid", expected)
             if not self._dead_letter_topic_ready:
-                create_topics(self._bootstrap_servers, 1, [self._dead_letter_topic])
+                create_topics(self._settings, 1, [self._dead_letter_topic])
                 self._dead_letter_topic_ready = True
             on_delivery, dead_letter_headers = self._on_dead_letter_delivery, None
             if self._tracer is not None:
@@ -241,7 +243,7 @@ def producer_options(settings: Settings) -> dict[str, Any]:
 
 def publish(
     events: Iterable[dict[str, Any]],
-    bootstrap_servers: str,
+    settings: Settings,
     *,
     rate: float | None = None,
     progress: Callable[[int], None] | None = None,
@@ -253,7 +255,7 @@ def publish(
     Returns how many were delivered to their topics; each rejected one is passed to ``on_reject``.
     """
     started = time.monotonic()
-    with EventProducer(bootstrap_servers, **producer_options) as producer:
+    with EventProducer(settings, **producer_options) as producer:
         for index, event in enumerate(events, start=1):
             rejection = producer.send(event)
             if rejection is not None and on_reject is not None:

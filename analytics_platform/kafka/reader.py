@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from analytics_platform.exceptions import BrokerError, OffsetMismatchError, TransientError
+from analytics_platform.kafka.client_config import client_config
 from analytics_platform.lakehouse.offsets import StoredOffsets, fingerprint
+from analytics_platform.settings import Settings
 
 METADATA_TIMEOUT_S = 10.0
 STALL_TIMEOUT_S = 30.0
@@ -36,10 +38,10 @@ RESET_HINT = (
 )
 
 
-def make_consumer(bootstrap_servers: str) -> Consumer:
+def make_consumer(settings: Settings) -> Consumer:
     return Consumer(
         {
-            "bootstrap.servers": bootstrap_servers,
+            **client_config(settings),
             "group.id": "analytics-platform-ingest",  # required by the client; never joined (assign only)
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
@@ -144,9 +146,9 @@ def probe_log_bounds(consumer: Consumer, topic: str) -> dict[int, LogBounds]:
     return bounds
 
 
-def log_bounds(bootstrap_servers: str, topic: str) -> dict[int, LogBounds]:
+def log_bounds(settings: Settings, topic: str) -> dict[int, LogBounds]:
     """:func:`probe_log_bounds` with a consumer of its own, closed afterwards."""
-    consumer = make_consumer(bootstrap_servers)
+    consumer = make_consumer(settings)
     try:
         return probe_log_bounds(consumer, topic)
     finally:

@@ -45,7 +45,7 @@ def run_demo(settings: Settings, *, events: int, days: int, seed: int, echo: Ech
             step(f"starting the embedded broker on {settings.bootstrap_servers}")
             broker.start(settings)
             started_broker = True
-        create_topics(settings.bootstrap_servers, settings.topic_partitions)
+        create_topics(settings, settings.topic_partitions)
         ensure_tables(load_catalog(settings), settings)
         prepare_dagster_home(settings)
 
@@ -56,7 +56,7 @@ def run_demo(settings: Settings, *, events: int, days: int, seed: int, echo: Ech
         produce_started = time.monotonic()
         publish(
             stream,
-            settings.bootstrap_servers,
+            settings,
             progress=lambda n: step(f"  produced {n:,}/{len(stream):,}") if n % 50_000 == 0 else None,
             **producer_options(settings),
         )

@@ -168,7 +168,7 @@ def run_dev(settings: Settings, *, rate: float, port: int, echo: Echo) -> None:
         if settings.kafka_bootstrap_servers is None and not broker.status(settings).running:
             broker.start(settings)
             started_broker = True
-        create_topics(settings.bootstrap_servers, settings.topic_partitions)
+        create_topics(settings, settings.topic_partitions)
         catalog = load_catalog(settings)
         ensure_tables(catalog, settings)
         if started_broker:

@@ -21,6 +21,7 @@ from confluent_kafka import Consumer
 
 from analytics_platform.exceptions import PlatformError
 from analytics_platform.kafka.reader import LogBounds, make_consumer, probe_log_bounds
+from analytics_platform.settings import Settings
 
 TIMESTAMPS_KEY = "kafka.timestamps-ms"
 NEWEST_EVENT_KEY = "ingest.newest-event-at"
@@ -142,14 +143,14 @@ class LagProbe:
     A probe that fails answers None: the batch has landed either way, and failing the run over a figure
     would stop ingestion. Use as a context manager (the consumer is closed on exit)."""
 
-    def __init__(self, bootstrap_servers: str, topic: str) -> None:
-        self._bootstrap_servers = bootstrap_servers
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self._settings = settings
         self._topic = topic
         self._consumer: Consumer | None = None
         self.error: str | None = None
 
     def __enter__(self) -> LagProbe:
-        self._consumer = make_consumer(self._bootstrap_servers)
+        self._consumer = make_consumer(self._settings)
         return self
 
     def __exit__(

@@ -1,10 +1,11 @@
 """``analytics-platform doctor``: is every part the platform needs there and healthy? One line per part.
 
-Broker, topics (partitions and replication as the broker reports them), schema registry, Iceberg catalog,
-Dagster storage, the daemon's heartbeats, the sensors' ticks, and the disk of the platform home: each
-is ``ok`` or ``FAIL`` with the fix. The checks run at once, each in a thread with a deadline, so a dead
-or unroutable part fails within seconds instead of hanging the command (a client library's own retry
-loop included); a part that depends on another one that failed is reported as not checked, failed.
+Broker, topics (partitions and replication as the broker reports them, against the settings), schema
+registry, Iceberg catalog, Dagster storage, the daemon's heartbeats, the sensors' ticks, and the disk of the
+platform home: each is ``ok`` or ``FAIL`` with the fix. The checks run at once, each in a thread with a
+deadline, so a dead or unroutable part fails within seconds instead of hanging the command (a client
+library's own retry loop included); a part that depends on another one that failed is reported as not
+checked, failed.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from analytics_platform.exceptions import ConfigError
+from analytics_platform.kafka.client_config import client_config
 from analytics_platform.security.redaction import redact
 from analytics_platform.settings import Settings
 
@@ -73,11 +76,20 @@ def _reachable(bootstrap_servers: str) -> str | None:
 
 def check_kafka(settings: Settings) -> list[Finding]:
     """The broker answers, and every event topic exists with PLATFORM_TOPIC_PARTITIONS partitions, a leader
-    each and its replicas in sync (where the broker reports replicas)."""
+    each and at least PLATFORM_TOPIC_REPLICATION_FACTOR replicas, all in sync (where the broker reports replicas)."""
     servers = settings.bootstrap_servers
+    try:
+        config = client_config(settings)
+    except ConfigError as error:
+        fix = "correct the PLATFORM_KAFKA_* settings (docs/security.md#kafka-tls-and-sasl)"
+        return [
+            Finding("broker", False, f"not checked: {error}", fix),
+            Finding("topics", False, "not checked: the Kafka client settings are inconsistent", fix),
+        ]
     broker_fix = (
         "start the embedded broker with `analytics-platform broker start` (or `make dev`); for a Kafka "
-        "cluster, check PLATFORM_KAFKA_BOOTSTRAP_SERVERS and that the brokers are up"
+        "cluster, check PLATFORM_KAFKA_BOOTSTRAP_SERVERS, that the brokers are up, and the TLS and SASL "
+        "settings (docs/security.md#kafka-tls-and-sasl)"
     )
     started = time.monotonic()
     if problem := _reachable(servers):
@@ -88,7 +100,7 @@ def check_kafka(settings: Settings) -> list[Finding]:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": servers, "socket.connection.setup.timeout.ms": 3000})
+    admin = AdminClient({**config, "socket.connection.setup.timeout.ms": 3000})
     try:
         metadata = admin.list_topics(timeout=KAFKA_TIMEOUT_S)
     except KafkaException as error:
@@ -108,7 +120,8 @@ def _check_topics(settings: Settings, metadata: ClusterMetadata) -> Finding:
     from analytics_platform.contracts.envelope import event_topics
 
     wanted = settings.topic_partitions
-    missing, wrong, leaderless, under_replicated = [], [], [], []
+    factor = settings.topic_replication_factor
+    missing, wrong, leaderless, under_replicated, too_few_replicas = [], [], [], [], []
     factors = set()
     for topic in event_topics():
         found = metadata.topics.get(topic)
@@ -122,6 +135,8 @@ def _check_topics(settings: Settings, metadata: ClusterMetadata) -> Finding:
                 leaderless.append(f"{topic}[{partition.id}]")
             if partition.replicas:
                 factors.add(len(partition.replicas))
+                if len(partition.replicas) < factor:
+                    too_few_replicas.append(f"{topic}[{partition.id}] has {len(partition.replicas)}")
                 if len(partition.isrs) < len(partition.replicas):
                     under_replicated.append(f"{topic}[{partition.id}]")
     problems, fixes = [], []
@@ -140,6 +155,13 @@ def _check_topics(settings: Settings, metadata: ClusterMetadata) -> Finding:
     if under_replicated:
         problems.append(f"under-replicated: {', '.join(under_replicated)}")
         fixes.append("a replica is down or lagging: check the brokers' health")
+    if too_few_replicas:
+        short = ", ".join(too_few_replicas)
+        problems.append(f"fewer than {factor} replicas (PLATFORM_TOPIC_REPLICATION_FACTOR): {short}")
+        fixes.append(
+            "the topics were created with fewer: add replicas with Kafka's `kafka-reassign-partitions.sh`, or set "
+            "PLATFORM_TOPIC_REPLICATION_FACTOR to what they have"
+        )
     if problems:
         return Finding("topics", False, "; ".join(problems), "; ".join(fixes))
     replication = (

@@ -515,7 +515,7 @@ class PlatformCollector(Collector):
         return [rows, freshness, latency, files, partitions, most_files, dead_letters, checks]
 
     def _kafka(self, now: float) -> list[Metric]:
-        consumer = self._consumer = self._consumer or make_consumer(self._settings.bootstrap_servers)
+        consumer = self._consumer = self._consumer or make_consumer(self._settings)
         # A broker that does not answer fails the source in seconds, within a scrape's timeout (the
         # reader's own metadata timeout is 10 s per call).
         try:

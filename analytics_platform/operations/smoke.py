@@ -113,7 +113,7 @@ def run_smoke(
             on_hop(hops[-1])
 
     event_type = event_types()[EVENT_TYPE]
-    producer = EventProducer(settings.bootstrap_servers, **producer_options(settings))
+    producer = EventProducer(settings, **producer_options(settings))
     watch = _Watch(timeout_s)
     rejection = producer.send(event)
     if rejection is not None:

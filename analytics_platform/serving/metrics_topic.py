@@ -24,6 +24,7 @@ from confluent_kafka import Producer
 
 from analytics_platform.exceptions import DeliveryError
 from analytics_platform.kafka.admin import create_topics
+from analytics_platform.kafka.client_config import client_config
 from analytics_platform.serving.published import OpenBuild
 from analytics_platform.settings import Settings
 
@@ -73,7 +74,7 @@ def headline_values(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
 
 
 def ensure_topic(settings: Settings) -> None:
-    create_topics(settings.bootstrap_servers, 1, [settings.metrics_topic], config=TOPIC_CONFIG)
+    create_topics(settings, 1, [settings.metrics_topic], config=TOPIC_CONFIG)
 
 
 class MetricsPublisher:
@@ -101,9 +102,7 @@ class MetricsPublisher:
             return 0
         if self._producer is None:
             ensure_topic(self._settings)
-            self._producer = Producer(
-                {"bootstrap.servers": self._settings.bootstrap_servers, "enable.idempotence": True, "acks": "all"}
-            )
+            self._producer = Producer({**client_config(self._settings), "enable.idempotence": True, "acks": "all"})
         failures: list[str] = []
 
         def delivered(error: Any, message: Any) -> None:

@@ -192,7 +192,7 @@ def _check_offsets(settings: Settings, topic: str, ranges: dict[int, tuple[int, 
     from analytics_platform.ingest.reread import check_ranges
     from analytics_platform.kafka.reader import log_bounds
 
-    check_ranges(topic, ranges, log_bounds(settings.bootstrap_servers, topic))
+    check_ranges(topic, ranges, log_bounds(settings, topic))
 
 
 def launch_plan(

@@ -46,7 +46,7 @@ def test_a_replaced_kafka_log_fails_once_with_the_fix_and_holds_the_sensor(broke
 
     embedded_broker.stop(broker)  # the memory-only broker loses its log ...
     embedded_broker.start(broker)
-    create_topics(broker.bootstrap_servers, broker.topic_partitions)
+    create_topics(broker, broker.topic_partitions)
     later = produce(broker, 6_000, seed=2)  # ... and a new one grows past the stored offsets
 
     instance = get_instance(broker)
@@ -71,7 +71,7 @@ def test_a_replaced_kafka_log_fails_once_with_the_fix_and_holds_the_sensor(broke
 
     # The fix the message names: continue from the new log (its rows landed before stay).
     table = ensure_raw_table(load_catalog(broker), broker, PURCHASE)
-    starts = {p: b.start for p, b in log_bounds(broker.bootstrap_servers, PURCHASE.topic).items()}
+    starts = {p: b.start for p, b in log_bounds(broker, PURCHASE.topic).items()}
     reset_offsets(table, PURCHASE.topic, starts, reason="test: broker restarted")
     resumed = (tick(instance).run_requests or [])[0]
     assert resumed.tags[WORK_TAG] != request.tags[WORK_TAG]

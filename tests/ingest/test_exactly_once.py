@@ -32,7 +32,7 @@ def crash() -> None:
 
 
 def log_ends(settings: Settings, topic: str) -> dict[int, int]:
-    return {p: bounds.end for p, bounds in log_bounds(settings.bootstrap_servers, topic).items()}
+    return {p: bounds.end for p, bounds in log_bounds(settings, topic).items()}
 
 
 def current_snapshot_id(settings: Settings, event_type: str = "user_visit") -> int | None:
@@ -163,7 +163,7 @@ def test_broker_restart_is_detected_and_reset_continues_from_the_new_log(backend
 
     embedded_broker.stop(broker)
     embedded_broker.start(broker)  # memory-only: every topic is gone
-    create_topics(broker.bootstrap_servers, broker.topic_partitions)
+    create_topics(broker, broker.topic_partitions)
     with pytest.raises(OffsetMismatchError, match="offsets reset --topic events.user_visit"):
         plan_next_batch(broker, TOPIC)
     assert len(event_ids(broker, "user_visit")) == landed_before  # nothing skipped or re-read
@@ -182,7 +182,7 @@ def test_replaced_log_that_grew_past_the_stored_offsets_is_detected(backend: str
     ingest_until_caught_up(broker, TOPIC)
     embedded_broker.stop(broker)
     embedded_broker.start(broker)
-    create_topics(broker.bootstrap_servers, broker.topic_partitions)
+    create_topics(broker, broker.topic_partitions)
     # The new log is longer than the old one, so offsets alone look plausible; the fingerprint of the
     # last landed message does not match what the new log holds at that offset.
     produce(broker, 3_000, seed=4)

@@ -112,7 +112,7 @@ def test_a_time_range_maps_to_the_offsets_of_its_messages(broker: Settings) -> N
 def test_a_range_the_log_does_not_hold_is_refused_with_what_it_holds(broker: Settings) -> None:
     purchases = [e for e in generate_events(3_000, seed=9) if e["event_type"] == "purchase"][:5]
     _send(broker, purchases, 0)
-    assert log_bounds(broker.bootstrap_servers, TOPIC)[0].end == 5
+    assert log_bounds(broker, TOPIC)[0].end == 5
     with pytest.raises(InvalidRequestError, match=r"holds offsets 0\.\.4; the range 0\.\.9"):
         reread(broker, TOPIC, {0: (0, 10)}, reread_id="test-3")
     with pytest.raises(InvalidRequestError, match="has no partition 7"):

@@ -55,7 +55,7 @@ def test_optional_field_evolves_the_table_without_rewriting_and_replays_identica
         for e in generate_events(3_000, seed=12)
         if e["event_type"] == "purchase"
     ]
-    assert publish(v2_events, settings.bootstrap_servers, **producer_options(settings)) == len(v2_events)
+    assert publish(v2_events, settings, **producer_options(settings)) == len(v2_events)
     ingest_until_caught_up(settings, TOPIC)
 
     table = ensure_raw_table(load_catalog(settings), settings, event_types()["purchase"])

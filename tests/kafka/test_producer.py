@@ -89,7 +89,7 @@ def purchase_event() -> dict[str, Any]:
 def test_valid_events_all_land_on_their_topics(broker: Settings) -> None:
     events = generate_events(200, seed=1)
 
-    with EventProducer(broker.bootstrap_servers, **producer_options(broker)) as producer:
+    with EventProducer(broker, **producer_options(broker)) as producer:
         results = [producer.send(event) for event in events]
     landed = read_all(broker.bootstrap_servers, event_topics())
 
@@ -118,7 +118,7 @@ def test_invalid_events_go_to_the_dead_letter_topic_only(broker: Settings) -> No
         event["event_id"] = str(uuid.uuid4())
     canary = purchase_event()  # a valid event, so "nothing invalid landed" is not an empty read
 
-    with EventProducer(broker.bootstrap_servers, **producer_options(broker)) as producer:
+    with EventProducer(broker, **producer_options(broker)) as producer:
         rejections = [producer.send(event) for event in invalid]
         assert producer.send(canary) is None
 
@@ -151,7 +151,7 @@ def test_messages_carry_the_confluent_schema_id(broker: Settings, monkeypatch: p
     options = producer_options(get_settings())
     events = generate_events(200, seed=1, reference_data=True)  # every event type, so every subject
 
-    with EventProducer(broker.bootstrap_servers, **options) as producer:
+    with EventProducer(broker, **options) as producer:
         for event in events:
             assert producer.send(event) is None
     landed = read_all(broker.bootstrap_servers, event_topics())

@@ -77,13 +77,13 @@ def test_backfill_after_late_events_rebuilds_exactly_the_chosen_day(
     dataset = generate_dataset(6_000, seed=17, days=3, late_fraction=0.05)
     on_time = [e for e in dataset.events if e["event_id"] not in dataset.late_event_ids]
     late = [e for e in dataset.events if e["event_id"] in dataset.late_event_ids]
-    publish(on_time, broker.bootstrap_servers, **producer_options(broker))
+    publish(on_time, broker, **producer_options(broker))
     ingest_all(broker)
     build_marts(broker)
     before = hourly(broker)
     cursor = sensor_built_once(broker)
 
-    publish(late, broker.bootstrap_servers, **producer_options(broker))
+    publish(late, broker, **producer_options(broker))
     ingest_all(broker)
     late_days = Counter(e["timestamp"][:10] for e in late)
     day = late_days.most_common(1)[0][0]

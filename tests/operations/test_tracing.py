@@ -77,7 +77,7 @@ def platform(broker: Settings, landed_marts: LandedMarts) -> Settings:
 
 def read_message(settings: Settings, topic: str, partition: int, offset: int) -> Message:
     """The message at ``offset``, read with assign() (no consumer group)."""
-    consumer = make_consumer(settings.bootstrap_servers)
+    consumer = make_consumer(settings)
     try:
         consumer.assign([TopicPartition(topic, partition, offset)])
         deadline = time.monotonic() + READ_DEADLINE_S
@@ -123,7 +123,7 @@ def test_one_event_is_followed_from_the_producer_to_the_batch_to_the_build_to_th
     invalid = dict(event, event_id=str(uuid.uuid4()), schema_version=99)
     rejected: list[Rejection] = []
     options = producer_options(platform)
-    assert publish([event, invalid], platform.bootstrap_servers, on_reject=rejected.append, **options) == 1
+    assert publish([event, invalid], platform, on_reject=rejected.append, **options) == 1
     assert [rejection.event for rejection in rejected] == [invalid]
 
     results = ingest_until_caught_up(platform, TOPIC)
@@ -220,8 +220,8 @@ def test_one_event_is_followed_from_the_producer_to_the_batch_to_the_build_to_th
 @pytest.mark.integration
 def test_with_tracing_off_messages_carry_no_trace_headers(broker: Settings) -> None:
     assert tracing.tracer() is None  # PLATFORM_TRACES_EXPORTER defaults to none
-    assert publish([sample_event(datetime.now(UTC))], broker.bootstrap_servers, **producer_options(broker)) == 1
-    [partition] = [p for p, bounds in log_bounds(broker.bootstrap_servers, TOPIC).items() if bounds.end > 0]
+    assert publish([sample_event(datetime.now(UTC))], broker, **producer_options(broker)) == 1
+    [partition] = [p for p, bounds in log_bounds(broker, TOPIC).items() if bounds.end > 0]
     assert read_message(broker, TOPIC, partition, 0).headers() is None
 
 

@@ -84,7 +84,7 @@ def parse(timestamp: str) -> datetime:
 
 
 def produce_and_land(settings: Settings, events: list[dict[str, Any]]) -> datetime:
-    assert publish(events, settings.bootstrap_servers, **producer_options(settings)) == len(events)
+    assert publish(events, settings, **producer_options(settings)) == len(events)
     for event_type in event_types().values():
         ingest_until_caught_up(settings, event_type.topic)
     return datetime.now(UTC)
@@ -102,7 +102,7 @@ def landed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Landed]:
         settings = get_settings()
         embedded_broker.start(settings)
         try:
-            create_topics(settings.bootstrap_servers, settings.topic_partitions)
+            create_topics(settings, settings.topic_partitions)
             # No reference data: the snapshots' rounds would only add to the build's time.
             events = generate_events(EVENTS, seed=SEED, days=DAYS, anomalies=list(INCIDENTS.values()))
             last_day, drift = LAST_DAY.strftime("%Y-%m-%d"), DRIFT_FROM.strftime("%Y-%m-%dT%H")

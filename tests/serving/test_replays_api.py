@@ -122,7 +122,7 @@ def test_replays_through_the_api_and_the_cli(broker: Settings, tmp_path: Path, m
     # first SKIPPED purchases of partition 0 (an operator's offsets reset). Then 4 purchases come as an
     # unregistered schema version 2 (dead letters until v2 is registered).
     first = generate_events(3_000, seed=31, days=1, start=datetime(2026, 11, 2, tzinfo=UTC))
-    assert publish(first, settings.bootstrap_servers) == len(first)
+    assert publish(first, settings) == len(first)
     ingest_everything(settings)
     checkpoint = datetime.now(UTC)
     second = generate_events(3_000, seed=32, days=1, start=datetime(2026, 11, 2, tzinfo=UTC))
@@ -132,7 +132,7 @@ def test_replays_through_the_api_and_the_cli(broker: Settings, tmp_path: Path, m
         if e["event_type"] == "purchase"
     ][:4]
     early_v2 = [dict(e, schema_version=2, payload=dict(e["payload"], coupon_code="EARLY")) for e in early]
-    assert publish(second, settings.bootstrap_servers) == len(second)
+    assert publish(second, settings) == len(second)
     stored = stored_offsets(purchases_table.refresh(), TOPIC).next_offsets
     reset_offsets(purchases_table, TOPIC, stored | {0: stored[0] + SKIPPED}, reason="test: skip a region")
     ingest_everything(settings)

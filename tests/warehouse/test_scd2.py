@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 
 def land(settings: Settings, dataset: Dataset) -> None:
-    assert publish(dataset.events, settings.bootstrap_servers, **producer_options(settings)) == len(dataset.events)
+    assert publish(dataset.events, settings, **producer_options(settings)) == len(dataset.events)
     for event_type in event_types().values():  # one batch per topic: many versions of a key in one batch
         ingest_until_caught_up(settings, event_type.topic)
     build_marts(settings)

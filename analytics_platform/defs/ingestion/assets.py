@@ -88,7 +88,7 @@ def build_raw_asset(event_type: EventType) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         settings = platform.settings()
         # The probe reads the topic's log end after each batch, for the lag shown with it (docs/operations.md#metrics).
-        with honest_failures(context), LagProbe(settings.bootstrap_servers, event_type.topic) as probe:
+        with honest_failures(context), LagProbe(settings, event_type.topic) as probe:
             if config.after_run:
                 wait_for_run_to_end(context.instance, config.after_run, context.log)
             plan = (
