@@ -69,8 +69,8 @@ def test_generate_produces_exactly_the_requested_events() -> None:
         assert result.returncode == 0, result.stderr
         expected = len(generate_events(2_500, seed=5, days=2, reference_data=True))  # + catalog and profiles
         assert expected > 2_500 and f"produced {expected:,} events" in result.stdout
-        bootstrap = get_settings().bootstrap_servers
-        total = sum(bounds.end for topic in event_topics() for bounds in log_bounds(bootstrap, topic).values())
+        settings = get_settings()
+        total = sum(bounds.end for topic in event_topics() for bounds in log_bounds(settings, topic).values())
         assert total == expected
     finally:
         cli("broker", "stop")
