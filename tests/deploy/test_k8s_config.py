@@ -2,8 +2,8 @@
 and the code location that exist, limit the run queue as docker/dagster.yaml does, by tags the jobs set,
 and pin the Dagster version the platform is built on.
 
-dagster-k8s is not a dependency, so its K8sRunLauncher's own config schema is not checked here; the rest
-of each instance file goes through Dagster's own checks.
+The run launcher's config and every job's `dagster-k8s/config` tag go through dagster-k8s's own schemas
+(a dev dependency, pinned to the platform's Dagster); the rest of each instance file through Dagster's checks.
 """
 
 from __future__ import annotations
@@ -22,8 +22,11 @@ import yaml
 
 # Not exported by dagster: how an instance file and a configurable class are checked (what
 # DagsterInstance.get() does first), without instantiating the run launcher.
+from dagster._config import process_config
 from dagster._core.instance.config import dagster_instance_config
 from dagster._serdes import ConfigurableClassData
+from dagster_k8s import K8sRunLauncher
+from dagster_k8s.job import USER_DEFINED_K8S_JOB_CONFIG_SCHEMA
 
 from analytics_platform.contracts.envelope import event_types
 from analytics_platform.definitions import platform_definitions
@@ -179,7 +182,7 @@ def test_run_queue_leaves_room_for_every_run_the_sensors_keep_in_flight() -> Non
     ("path", "classes"),
     [
         (COMPOSE_INSTANCE, ("run_coordinator", "run_launcher", "compute_logs")),
-        (K8S_INSTANCE, ("run_coordinator", "compute_logs")),  # its run launcher needs dagster-k8s
+        (K8S_INSTANCE, ("run_coordinator", "compute_logs")),  # its run launcher would need a cluster: below
     ],
     ids=["docker", "k8s"],
 )
@@ -190,6 +193,20 @@ def test_instance_file_passes_dagsters_checks(path: Path, classes: tuple[str, ..
         entry = config[section]
         # Instantiating the class checks its config against the class's own schema.
         ConfigurableClassData(entry["module"], entry["class"], yaml.safe_dump(entry["config"])).rehydrate()
+
+
+def test_k8s_run_launcher_and_job_tags_pass_dagster_k8s_schemas() -> None:
+    """What K8sRunLauncher checks when the daemon starts and when it launches a run, without a cluster."""
+    launcher = process_config(K8sRunLauncher.config_type(), load(K8S_INSTANCE)["run_launcher"]["config"])
+    assert launcher.success, launcher.errors
+    jobs = [job for job in platform_definitions().get_repository_def().get_all_jobs() if K8S_CONFIG_TAG in job.tags]
+    assert len(jobs) > 10
+    for job in jobs:
+        pod_config = json.loads(job.tags[K8S_CONFIG_TAG])  # a job's tags are stored as strings
+        pod = process_config(USER_DEFINED_K8S_JOB_CONFIG_SCHEMA, pod_config)
+        assert pod.success, (job.name, pod.errors)
+    typo = process_config(USER_DEFINED_K8S_JOB_CONFIG_SCHEMA, {"container_confg": {}})
+    assert not typo.success  # the schema is strict: a misspelt key would not be silently dropped
 
 
 def test_k8s_instance_launches_each_run_in_a_pod_with_the_platforms_settings_and_volume() -> None:
