@@ -125,6 +125,14 @@ class Settings(BaseSettings):
         description="After landing its planned range, a sensor-launched ingest run keeps landing new messages for "
         "this long (0: stop at once), so a steady stream does not pay a run launch (~10 s) per micro-batch.",
     )
+    ingest_workers_per_topic: int = Field(
+        default=1,
+        ge=1,
+        description="Partition groups per topic that land at once: partition p belongs to group p mod this, and "
+        "each group has its own sensor requests, run keys and runs, all appending to the topic's raw table "
+        "(docs/scaling.md#partition-parallel-ingestion). More groups than partitions leave some idle. Above 1, "
+        "raise max_concurrent_runs of the run queue to at least 2 x this x topics + 6.",
+    )
     ingest_poll_s: float = Field(
         default=3.0,
         gt=0,

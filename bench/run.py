@@ -6,6 +6,8 @@ Stages (all on the embedded broker, in temporary platform homes):
   ingest     the minimal loop (ceiling) and the platform's sensor-driven ingest over the same log, then
              the ingest process's peak memory with a 5x larger backlog
   build      dbt build of all marts through Dagster at N and 10xN events; the daily build of one new day
+  groups     one topic (6 partitions) landed by 1 and by 2 partition groups, each group a process of its
+             own (PLATFORM_INGEST_WORKERS_PER_TOPIC): events/s side by side, and their ratio
   freshness  a steady producer while `dagster dev` runs the sensors: latency to raw and to the marts
   soak       `analytics-platform dev` under 2,000 events/s for an hour (`make soak`): latency per 5-minute
              window and its trend, commit time, ingest memory and files per partition over time, and every
@@ -41,6 +43,7 @@ FULL = {
     "api_duration_s": 60.0,
     "sql_duration_s": 60.0,
     "soak_duration_s": 3600.0,
+    "group_events": 600_000,
     "repeat": 3,
 }
 QUICK = {
@@ -51,10 +54,11 @@ QUICK = {
     "api_duration_s": 15.0,
     "sql_duration_s": 15.0,
     "soak_duration_s": 300.0,
+    "group_events": 30_000,
     "repeat": 1,
 }
 # `make bench` runs all but the soak, an hour on its own: `make soak` (or --stages soak).
-STAGES = ("ingest", "build", "api", "sql", "freshness", "soak")
+STAGES = ("ingest", "build", "api", "sql", "groups", "freshness", "soak")
 DEFAULT_STAGES = STAGES[:-1]
 
 
@@ -103,6 +107,7 @@ def main() -> None:
     import api
     import build
     import freshness
+    import groups
     import ingest
     import soak
     import sql
@@ -132,6 +137,10 @@ def main() -> None:
         if "sql" in stages:
             echo(f"sql: {sql.SESSIONS} psycopg sessions for {sizes['sql_duration_s']:.0f}s during a full build")
             results["sql"] = sql.run(results["ingest"]["home"], duration_s=float(sizes["sql_duration_s"]), echo=echo)
+        if "groups" in stages:
+            group_events = int(sizes["group_events"])
+            echo(f"groups: {groups.GROUP_TOPIC} of {group_events:,} generated events, 1 vs 2 partition groups")
+            results["groups"] = groups.run(workdir, events=group_events, repeat=repeat, start=start, echo=echo)
         if "freshness" in stages:
             echo(f"freshness: {sizes['rate']:,.0f} events/s for {sizes['duration_s']:.0f}s under dagster dev")
             results["freshness"] = freshness.run(
@@ -251,6 +260,20 @@ def report(
             ("  ratio p50 endpoint / in-process", ms["p50_s"] / ms["baseline_p50_s"], ""),
             ("SQL endpoint queries/s", endpoint["queries_per_s"], ""),
         ]
+    if "groups" in results:
+        reps = results["groups"]["repetitions"]
+        figures["groups_events"] = results["groups"]["events"]
+        one_topic = f"{results['groups']['events']:,} events of one topic, 6 partitions"
+        one = [r["one_events_per_s"] for r in reps]
+        figure("groups_one_events_per_s", one, "one topic, 1 group (events/s)", one_topic)
+        figure("groups_two_events_per_s", [r["two_events_per_s"] for r in reps], "one topic, 2 groups (events/s)")
+        figure("groups_ratio", [r["ratio"] for r in reps], "  ratio 2 groups / 1 group", "2 cores shared")
+        figure(
+            "groups_commits_retried",
+            [r["two_commits_retried"] for r in reps],
+            "  2 groups: commits on top of the other group",
+            f"of {reps[0]['two_micro_batches']} micro-batches",
+        )
     if "freshness" in results:
         fresh = results["freshness"]
         figures.update(

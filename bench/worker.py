@@ -3,6 +3,7 @@
     python bench/worker.py ceiling EVENTS       # the minimal loop
     python bench/worker.py platform EVENTS      # sensor ticks + ingest runs until caught up
     python bench/worker.py run-once TOPIC       # one ingest run of the topic, in this process (as launched)
+    python bench/worker.py group TOPIC I N      # partition group I of N of the topic, until caught up
     python bench/worker.py build full           # build_marts: non-daily models, then every event day
     python bench/worker.py build day YYYY-MM-DD # the daily facts of one day (what the daily schedule runs)
 
@@ -143,6 +144,34 @@ def run_once(topic: str) -> dict[str, float]:
     return {"rows": landed + dead, "seconds": time.perf_counter() - started, "peak_rss_mb": peak_rss_mb()}
 
 
+def group(topic: str, index: int, count: int) -> dict[str, float]:
+    """One partition group of ``topic`` landed until caught up, as its runs do; waits for "go" on stdin
+    after its imports, so that the groups of a measurement start together."""
+    from analytics_platform.ingest.land import land_run
+    from analytics_platform.ingest.plan import PartitionGroup, plan_next_run
+    from analytics_platform.settings import get_settings
+
+    settings = get_settings()
+    partition_group = PartitionGroup(index, count)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    started = time.time()
+    rows = batches = retried = 0
+    while (plan := plan_next_run(settings, topic, group=partition_group)) is not None:
+        for batch in land_run(settings, plan, group=partition_group):
+            rows += batch.rows_landed
+            batches += 1
+            retried += batch.commit_attempts > 1
+    return {
+        "started": started,
+        "ended": time.time(),
+        "rows": rows,
+        "micro_batches": batches,
+        "commits_retried": retried,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
 def build(what: str, day: str | None = None) -> dict[str, float]:
     from analytics_platform.local.orchestration import backfill_daily, build_marts
     from analytics_platform.settings import get_settings
@@ -168,6 +197,8 @@ def main() -> None:
         result = platform(int(args[0]))
     elif mode == "run-once":
         result = run_once(args[0])
+    elif mode == "group":
+        result = group(args[0], int(args[1]), int(args[2]))
     elif mode == "build":
         result = build(args[0], args[1] if len(args) > 1 else None)
     else:

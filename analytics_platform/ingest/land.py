@@ -4,8 +4,10 @@
 gates it, and appends it to Iceberg with the new offsets in the same snapshot. A run that crashes
 before its commit leaves the offsets untouched, so its retry lands the same range; two writers of the
 same range cannot both succeed, because the append asserts that the table has not moved since the
-offsets were read. :func:`land_run` lands a run's range as consecutive micro-batches and then, if
-asked, follows the topic.
+offsets were read, and appends again on top of a writer that moved it only if that writer left this
+batch's partitions' offsets at its start (maintenance, another partition group:
+:mod:`analytics_platform.lakehouse.ingest_commit`). :func:`land_run` lands a run's range as consecutive
+micro-batches and then, if asked, follows the topic (or its partition group).
 
 With tracing on, each micro-batch is a span linked to the producer spans of (up to MAX_LINKS of) the
 messages it lands, and its snapshot records the span's ``traceparent`` for the marts builds to link to.
@@ -33,12 +35,19 @@ from analytics_platform.exceptions import ConcurrentIngestError
 from analytics_platform.ingest.decode import decode_batch
 from analytics_platform.ingest.dedup import DedupWindow
 from analytics_platform.ingest.gate import GateContext
-from analytics_platform.ingest.plan import BatchPlan, micro_batches, plan_next_batch, plan_next_run
+from analytics_platform.ingest.plan import (
+    WHOLE_TOPIC,
+    BatchPlan,
+    PartitionGroup,
+    micro_batches,
+    plan_next_batch,
+    plan_next_run,
+)
 from analytics_platform.kafka.reader import RawMessages, make_consumer, read_range
 from analytics_platform.lakehouse.catalog import load_catalog
+from analytics_platform.lakehouse.ingest_commit import BatchOffsets, append_batch
 from analytics_platform.lakehouse.lineage import record_before_expiry
-from analytics_platform.lakehouse.maintenance import append_alongside_maintenance
-from analytics_platform.lakehouse.offsets import StoredOffsets, fingerprint, offsets_properties, stored_offsets
+from analytics_platform.lakehouse.offsets import StoredOffsets, fingerprint, stored_offsets
 from analytics_platform.lakehouse.snapshots import (
     BATCH_ID_KEY,
     INGESTED_AT_KEY,
@@ -72,6 +81,8 @@ class BatchResult:
     """Commit time of its snapshot (ms since the epoch): with ``timestamps``, its processing latency."""
     data_files: int | None = None
     """Data files in the table after it (its snapshot's ``total-data-files``)."""
+    commit_attempts: int = 1
+    """Appends it took: more than 1 when it lost to maintenance or another partition group and went on top."""
 
 
 def gate_context(settings: Settings, topic: str, now: datetime, dedup: DedupWindow) -> GateContext:
@@ -244,8 +255,7 @@ def _land_batch(
     )
     seconds["decode"] = time.perf_counter() - clock
     last_value = {p: v for p, v in zip(messages.partitions, messages.values, strict=True)}
-    next_offsets = dict(stored.next_offsets) | ends
-    fingerprints = dict(stored.fingerprints) | {p: fingerprint(v) for p, v in last_value.items()}
+    offsets = BatchOffsets(plan.topic, starts, ends, {p: fingerprint(v) for p, v in last_value.items()})
     if before_commit is not None:
         before_commit()
 
@@ -264,8 +274,7 @@ def _land_batch(
                 raise ConcurrentIngestError(f"raw.dead_letter changed during the commit: {error}") from error
     if after_dead_letters is not None:
         after_dead_letters()
-    properties = offsets_properties(plan.topic, starts, next_offsets, fingerprints)
-    properties[INGESTED_AT_KEY] = now.isoformat()
+    properties = {INGESTED_AT_KEY: now.isoformat()}
     if run_id is not None:
         properties[RUN_ID_KEY] = run_id
     if (parent := tracing.traceparent(span)) is not None:
@@ -277,13 +286,9 @@ def _land_batch(
     # For the processing latency and raw freshness figures (analytics_platform.operations).
     timestamps = timestamps_summary(messages.timestamps) if len(messages.timestamps) == len(messages) else None
     properties |= summary_properties(timestamps, newest_event_at(decoded.rows))
-    try:
-        # On top of a compaction or retention commit made meanwhile, but never of another writer's batch.
-        append_alongside_maintenance(table, decoded.rows, properties)
-    except CommitFailedException as error:
-        raise ConcurrentIngestError(
-            f"{table.name()} moved while this batch was in flight ({error}); nothing was written. Re-plan the batch."
-        ) from error
+    # On top of a maintenance commit or another partition group's batch made meanwhile, never of a
+    # writer of this batch's partitions (ConcurrentIngestError).
+    committed = append_batch(table, decoded.rows, offsets, stored, properties)
     seconds["commit"] = time.perf_counter() - clock
     expire_old_snapshots(
         table, settings.raw_snapshots_kept, lambda expiring: record_before_expiry(catalog, settings, table, expiring)
@@ -295,13 +300,14 @@ def _land_batch(
         decoded.rows.num_rows,
         decoded.dead_letters.num_rows,
         snapshot.snapshot_id if snapshot else None,
-        next_offsets,
+        committed.next_offsets,
         unknown_fields=decoded.unknown_fields,
         keys_not_user_id=decoded.keys_not_user_id,
         seconds={stage: round(value, 3) for stage, value in seconds.items()},
         timestamps=timestamps,
         committed_ms=snapshot.timestamp_ms if snapshot else None,
         data_files=int(snapshot.summary.get("total-data-files") or 0) if snapshot and snapshot.summary else None,
+        commit_attempts=committed.attempts,
     )
 
 
@@ -332,6 +338,7 @@ def land_run(
     on_batch: Callable[[BatchResult], None] | None = None,
     follow_s: float = 0.0,
     run_id: str | None = None,
+    group: PartitionGroup = WHOLE_TOPIC,
 ) -> list[BatchResult]:
     """Land a run's range as consecutive micro-batches of at most ``batch_max_events`` each.
 
@@ -341,7 +348,8 @@ def land_run(
 
     With ``follow_s``, the run then keeps landing what arrives, every ``ingest_poll_s``, for that
     long: a steady stream is landed within seconds instead of paying a run launch per micro-batch.
-    The next run starts where the stored offsets then stand, so following never lands twice.
+    The next run starts where the stored offsets then stand, so following never lands twice. A run of
+    a partition ``group`` follows only that group's partitions (its range is planned from them too).
     """
     tracing.setup(settings)  # before the first read-ahead, which keeps trace headers if tracing is on
     catalog = catalog or load_catalog(settings)
@@ -368,7 +376,7 @@ def land_run(
         deadline = time.monotonic() + follow_s
         while time.monotonic() < deadline:
             time.sleep(min(settings.ingest_poll_s, max(deadline - time.monotonic(), 0)))
-            if arrived := plan_next_batch(settings, plan.topic, catalog=catalog, consumer=consumer):
+            if arrived := plan_next_batch(settings, plan.topic, catalog=catalog, consumer=consumer, group=group):
                 land(arrived)
     return results
 

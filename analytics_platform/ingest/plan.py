@@ -4,6 +4,10 @@ Where a topic's table left off is the offsets in its latest ingest snapshot; how
 probed from Kafka (the embedded broker's high watermark is wrong, so the tail is read). A run's range
 is then cut into micro-batches of at most ``batch_max_events``, each its own snapshot. Pure
 functions (:func:`fair_share`, :func:`micro_batches`) do the arithmetic and are tested without a broker.
+
+With ``PLATFORM_INGEST_WORKERS_PER_TOPIC`` above 1, a topic's partitions are split into fixed
+:class:`PartitionGroup` s (partition ``p`` belongs to group ``p % groups``) and each group is planned on
+its own, from its own partitions' stored offsets: groups never plan the same partition.
 """
 
 from __future__ import annotations
@@ -20,6 +24,38 @@ from analytics_platform.lakehouse.catalog import load_catalog
 from analytics_platform.lakehouse.offsets import StoredOffsets, stored_offsets
 from analytics_platform.lakehouse.tables import ensure_raw_table
 from analytics_platform.settings import Settings
+
+
+@dataclass(frozen=True)
+class PartitionGroup:
+    """One of a topic's ``count`` fixed partition groups: partition ``p`` belongs to group ``p % count``.
+
+    The rule needs no partition list, so it holds when partitions are added, and it interleaves partitions
+    (which Kafka fills about evenly) so the groups get similar shares. ``count`` 1 is the whole topic.
+    """
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.index < self.count:
+            raise ValueError(f"partition group {self.index} of {self.count} does not exist")
+
+    def owns(self, partition: int) -> bool:
+        return partition % self.count == self.index
+
+    @property
+    def label(self) -> str:
+        """How runs and logs name it: ``<index>/<count>``."""
+        return f"{self.index}/{self.count}"
+
+
+WHOLE_TOPIC = PartitionGroup()
+
+
+def partition_groups(count: int) -> list[PartitionGroup]:
+    """Every group of a topic split ``count`` ways (``PLATFORM_INGEST_WORKERS_PER_TOPIC``)."""
+    return [PartitionGroup(index, count) for index in range(count)]
 
 
 @dataclass(frozen=True)
@@ -74,14 +110,15 @@ def plan_next_batch(
     catalog: Catalog | None = None,
     max_events: int | None = None,
     consumer: Consumer | None = None,
+    group: PartitionGroup = WHOLE_TOPIC,
 ) -> BatchPlan | None:
-    """The next range of ``topic`` (at most ``max_events``, default one micro-batch) from the offsets
-    stored in Iceberg, or None if caught up."""
+    """The next range of ``topic``'s partitions in ``group`` (at most ``max_events``, default one
+    micro-batch) from the offsets stored in Iceberg, or None if caught up."""
     catalog = catalog or load_catalog(settings)
     table = ensure_raw_table(catalog, settings, event_type_for_topic(topic))
     stored = stored_offsets(table, topic)
-    bounds = probe_log_bounds(consumer, topic) if consumer else log_bounds(settings, topic)
-    check_stored_offsets(stored, bounds)
+    bounds = probe_log_bounds(consumer, topic, group.owns) if consumer else log_bounds(settings, topic, group.owns)
+    check_stored_offsets(stored, bounds, group.owns)
     # A partition never landed before starts at the log's first retained offset.
     starts = {p: stored.next_offsets.get(p, log.start) for p, log in bounds.items()}
     available = {p: bounds[p].end - starts[p] for p in bounds}
@@ -90,9 +127,12 @@ def plan_next_batch(
     return BatchPlan(topic, ranges) if ranges else None
 
 
-def plan_next_run(settings: Settings, topic: str, *, catalog: Catalog | None = None) -> BatchPlan | None:
-    """The range the next ingest run lands: up to ``run_max_events``, in micro-batches (:func:`land_run`)."""
-    return plan_next_batch(settings, topic, catalog=catalog, max_events=settings.run_max_events)
+def plan_next_run(
+    settings: Settings, topic: str, *, catalog: Catalog | None = None, group: PartitionGroup = WHOLE_TOPIC
+) -> BatchPlan | None:
+    """The range the next ingest run (of ``group``) lands: up to ``run_max_events``, in micro-batches
+    (:func:`land_run`)."""
+    return plan_next_batch(settings, topic, catalog=catalog, max_events=settings.run_max_events, group=group)
 
 
 def micro_batches(plan: BatchPlan, stored: StoredOffsets, max_events: int) -> list[BatchPlan]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
@@ -112,11 +113,17 @@ def topic_partitions(consumer: Consumer, topic: str) -> list[int]:
     return sorted(topic_metadata.partitions)
 
 
-def probe_log_bounds(consumer: Consumer, topic: str) -> dict[int, LogBounds]:
-    """Each partition's true end offset: read from just before the high watermark to end of log."""
+def _every_partition(partition: int) -> bool:
+    return True
+
+
+def probe_log_bounds(
+    consumer: Consumer, topic: str, wanted: Callable[[int], bool] = _every_partition
+) -> dict[int, LogBounds]:
+    """Each (``wanted``) partition's true end offset: read from just before the high watermark to end of log."""
     bounds: dict[int, LogBounds] = {}
     tails: list[TopicPartition] = []
-    for partition in topic_partitions(consumer, topic):
+    for partition in filter(wanted, topic_partitions(consumer, topic)):
         low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=METADATA_TIMEOUT_S)
         bounds[partition] = LogBounds(max(low, 0), max(high, 0))
         if high > 0:
@@ -146,18 +153,25 @@ def probe_log_bounds(consumer: Consumer, topic: str) -> dict[int, LogBounds]:
     return bounds
 
 
-def log_bounds(settings: Settings, topic: str) -> dict[int, LogBounds]:
+def log_bounds(
+    settings: Settings, topic: str, wanted: Callable[[int], bool] = _every_partition
+) -> dict[int, LogBounds]:
     """:func:`probe_log_bounds` with a consumer of its own, closed afterwards."""
     consumer = make_consumer(settings)
     try:
-        return probe_log_bounds(consumer, topic)
+        return probe_log_bounds(consumer, topic, wanted)
     finally:
         consumer.close()
 
 
-def check_stored_offsets(stored: StoredOffsets, bounds: dict[int, LogBounds]) -> None:
-    """Refuse to go on when Iceberg's offsets do not fit the log: never skip or re-read silently."""
+def check_stored_offsets(
+    stored: StoredOffsets, bounds: dict[int, LogBounds], wanted: Callable[[int], bool] = _every_partition
+) -> None:
+    """Refuse to go on when Iceberg's offsets (of the ``wanted`` partitions, those ``bounds`` was probed
+    for) do not fit the log: never skip or re-read silently."""
     for partition, next_offset in sorted(stored.next_offsets.items()):
+        if not wanted(partition):
+            continue
         log = bounds.get(partition)
         if log is None:
             raise OffsetMismatchError(

@@ -11,9 +11,9 @@ commit names the snapshot it builds on and fails if the table moved meanwhile.
   that has them, and history is expired to a few dozen snapshots) and is marked with
   :data:`MAINTENANCE_KEY`. It records no ingest time, so lineage and "days touched since" skip it.
 - An ingest append that failed only because maintenance committed first appends again on top of it
-  (:func:`append_alongside_maintenance`): its offsets are still the newest, so this is not the blind
-  retry that the raw tables refuse (``commit.retry.num-retries=0``). Against another ingest writer it
-  still fails, as before.
+  (:func:`analytics_platform.lakehouse.ingest_commit.append_batch`): its offsets are still the newest,
+  so this is not the blind retry that the raw tables refuse (``commit.retry.num-retries=0``). Against
+  another writer of its own partitions it still fails, as before.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import random
 import time
 from collections.abc import Sequence
 
-import pyarrow as pa
 from pyiceberg.exceptions import CommitFailedException, ValidationException
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
@@ -61,43 +60,6 @@ def carried_offsets(table: Table) -> dict[str, str]:
         if NEXT_OFFSETS_KEY in summary:
             return {key: summary[key] for key in CARRIED_KEYS if key in summary}
     return {}
-
-
-def moved_only_by_maintenance(table: Table, since: int | None) -> bool:
-    """Whether every snapshot committed after ``since`` (None: the table had none) is a maintenance one.
-
-    False if ``since`` is no longer in the table's history: what happened since cannot be told."""
-    current = table.current_snapshot()
-    if current is None:
-        return since is None
-    for snapshot in ancestors_of(current, table.metadata):
-        if snapshot.snapshot_id == since:
-            return True
-        if not is_maintenance(snapshot):
-            return False
-    return since is None
-
-
-def append_alongside_maintenance(
-    table: Table, rows: pa.Table, snapshot_properties: dict[str, str], attempts: int = 5
-) -> None:
-    """``table.append`` of ``rows`` in one snapshot; if the commit lost only to maintenance commits, again
-    on top of them (``table`` is reloaded), so compaction or retention never fails an ingest batch.
-
-    Raises:
-        CommitFailedException: another writer that is not maintenance (an ingest run, a replay) committed
-            after ``table`` was loaded; nothing was written.
-    """
-    base = table.current_snapshot()
-    base_id = base.snapshot_id if base is not None else None
-    for attempt in range(1, attempts + 1):
-        try:
-            table.append(rows, snapshot_properties=snapshot_properties)
-            return
-        except CommitFailedException:
-            table.refresh()
-            if attempt == attempts or not moved_only_by_maintenance(table, base_id):
-                raise
 
 
 def commit_replacement(

@@ -85,7 +85,9 @@ def expire_old_snapshots(
     dropped (no file is deleted, so a build reading an older metadata file is unaffected); offsets live
     in the newest snapshot, and the dedup window is found from data files, not history.
     ``before_expiring`` gets the snapshots about to go (to record their lineage); if it or the expiry
-    conflicts with another writer, nothing is expired and the next batch tries again.
+    conflicts with another writer, nothing is expired and the next batch tries again. Another writer of
+    the table (a partition group of the same topic) may expire the same snapshots first: pyiceberg then
+    refuses to remove snapshots that no longer exist (a ValueError), and that expiry is already done.
     """
     snapshots = sorted(table.snapshots(), key=lambda snapshot: snapshot.timestamp_ms)
     if len(snapshots) <= 2 * keep:
@@ -94,4 +96,9 @@ def expire_old_snapshots(
     with contextlib.suppress(CommitFailedException):
         if before_expiring is not None:
             before_expiring([s for s in snapshots if s.timestamp_ms < snapshots[-keep].timestamp_ms])
-        table.maintenance.expire_snapshots().older_than(oldest_kept).commit()
+        try:
+            table.maintenance.expire_snapshots().older_than(oldest_kept).commit()
+        except ValueError as error:
+            if "does not exist" not in str(error):
+                raise
+            table.refresh()

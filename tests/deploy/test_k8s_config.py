@@ -30,7 +30,7 @@ from dagster_k8s.job import USER_DEFINED_K8S_JOB_CONFIG_SCHEMA
 
 from analytics_platform.contracts.envelope import event_types
 from analytics_platform.definitions import platform_definitions
-from analytics_platform.defs.ingestion.jobs import TOPIC_TAG
+from analytics_platform.defs.ingestion.jobs import INGEST_LANE_TAG, TOPIC_TAG
 from analytics_platform.defs.workloads import (
     INGEST,
     K8S_CONFIG_TAG,
@@ -59,7 +59,7 @@ DATA_DIR = "/var/lib/analytics-platform"  # PLATFORM_HOME in docker/Dockerfile, 
 ENTRY_MODULE = "analytics_platform.definitions"
 RELEASE = re.compile(r"^\d+\.\d+\.\d+$")
 EXPECTED_LIMITS = [
-    {"key": TOPIC_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 2},
+    {"key": INGEST_LANE_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 2},
     {"key": WORKLOAD_TAG, "value": MARTS.name, "limit": 1},
     {"key": WORKLOAD_TAG, "value": MAINTENANCE.name, "limit": 1},
 ]
@@ -143,6 +143,7 @@ def test_every_job_says_its_workload_and_its_pod_size() -> None:
                 "limits": {"memory": workload.memory},
             }, name
     assert {job_tags()[name][TOPIC_TAG] for name in ingest} == {t.topic for t in event_types().values()}
+    assert {job_tags()[name][INGEST_LANE_TAG] for name in ingest} == {t.topic for t in event_types().values()}
 
 
 def test_run_queue_limits_are_the_same_everywhere_and_use_tags_the_jobs_set() -> None:
@@ -167,9 +168,10 @@ def test_run_queue_leaves_room_for_every_run_the_sensors_keep_in_flight() -> Non
     def limit(key: str, value: object) -> int:
         return next(x["limit"] for x in config["tag_concurrency_limits"] if (x["key"], x["value"]) == (key, value))
 
-    topics = {tags[TOPIC_TAG] for tags in job_tags().values() if TOPIC_TAG in tags}
+    # One lane per topic at the default PLATFORM_INGEST_WORKERS_PER_TOPIC (docs/scaling.md says how to raise it).
+    lanes = {tags[INGEST_LANE_TAG] for tags in job_tags().values() if INGEST_LANE_TAG in tags}
     in_flight = (
-        limit(TOPIC_TAG, {"applyLimitPerUniqueValue": True}) * len(topics)
+        limit(INGEST_LANE_TAG, {"applyLimitPerUniqueValue": True}) * len(lanes)
         + 2  # the live follower and its successor
         + limit(WORKLOAD_TAG, MARTS.name)
         + limit(WORKLOAD_TAG, MAINTENANCE.name)

@@ -1,4 +1,5 @@
-"""Planning arithmetic, without a broker: fair shares of a budget, and a run's range cut into micro-batches."""
+"""Planning arithmetic, without a broker: fair shares of a budget, a run's range cut into micro-batches,
+and the fixed partition groups of PLATFORM_INGEST_WORKERS_PER_TOPIC."""
 
 from __future__ import annotations
 
@@ -6,7 +7,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analytics_platform.ingest.plan import BatchPlan, fair_share, micro_batches
+from analytics_platform.ingest.plan import (
+    WHOLE_TOPIC,
+    BatchPlan,
+    PartitionGroup,
+    fair_share,
+    micro_batches,
+    partition_groups,
+)
 from analytics_platform.lakehouse.offsets import StoredOffsets
 
 pytestmark = pytest.mark.fast
@@ -64,3 +72,23 @@ def test_a_plan_round_trips_through_run_config_and_its_run_key_names_the_range()
     assert BatchPlan.from_config(plan.to_config()) == plan
     assert plan.run_key == "events.purchase|0:0-3,2:5-9"
     assert plan.size == 7
+
+
+def test_partition_groups_split_every_partition_to_exactly_one_group_interleaved() -> None:
+    groups = partition_groups(3)
+    assert [g.label for g in groups] == ["0/3", "1/3", "2/3"]
+    assert {g.label: [p for p in range(7) if g.owns(p)] for g in groups} == {
+        "0/3": [0, 3, 6],
+        "1/3": [1, 4],
+        "2/3": [2, 5],
+    }
+    assert partition_groups(1) == [WHOLE_TOPIC] and all(WHOLE_TOPIC.owns(p) for p in range(12))
+    with pytest.raises(ValueError, match="group 2 of 2"):
+        PartitionGroup(2, 2)
+
+
+@given(partitions=st.integers(1, 64), count=st.integers(1, 8))
+@settings(max_examples=200, deadline=None, derandomize=True)
+def test_partition_groups_are_disjoint_and_cover_the_topic(partitions: int, count: int) -> None:
+    owners = [[g.index for g in partition_groups(count) if g.owns(p)] for p in range(partitions)]
+    assert all(len(owner) == 1 for owner in owners)  # each partition has exactly one writer

@@ -15,7 +15,7 @@ from analytics_platform.defs.resources import PlatformResource
 from analytics_platform.defs.retries import TRANSIENT_RETRY, honest_failures
 from analytics_platform.defs.runs import wait_for_run_to_end
 from analytics_platform.ingest.land import BatchResult, land_run
-from analytics_platform.ingest.plan import BatchPlan, plan_next_run
+from analytics_platform.ingest.plan import BatchPlan, PartitionGroup, plan_next_run
 from analytics_platform.lakehouse.tables import DEAD_LETTER_TABLE
 from analytics_platform.operations.batches import LagProbe, batch_figures, run_figures
 from analytics_platform.settings import get_settings
@@ -41,6 +41,13 @@ class IngestConfig(dg.Config):
         description="Start only once this run (the topic's following run this one takes over from) has ended; "
         "then plan from the stored offsets.",
     )
+    group: int = Field(
+        default=0,
+        ge=0,
+        description="The partition group this run lands, of `groups`: partitions p with p mod groups == group "
+        "(PLATFORM_INGEST_WORKERS_PER_TOPIC).",
+    )
+    groups: int = Field(default=1, ge=1, description="Partition groups of the topic; 1: the whole topic.")
 
 
 def topic_asset_key(event_type: EventType) -> dg.AssetKey:
@@ -89,12 +96,13 @@ def build_raw_asset(event_type: EventType) -> dg.AssetsDefinition:
         settings = platform.settings()
         # The probe reads the topic's log end after each batch, for the lag shown with it (docs/operations.md#metrics).
         with honest_failures(context), LagProbe(settings, event_type.topic) as probe:
+            group = PartitionGroup(config.group, config.groups)
             if config.after_run:
                 wait_for_run_to_end(context.instance, config.after_run, context.log)
             plan = (
                 BatchPlan.from_config({"topic": event_type.topic, "ranges": config.ranges})
                 if config.ranges
-                else plan_next_run(settings, event_type.topic)
+                else plan_next_run(settings, event_type.topic, group=group)
             )
             if plan is None and config.follow_s:
                 plan = BatchPlan(event_type.topic, {})  # nothing new yet: follow from the stored offsets
@@ -108,7 +116,9 @@ def build_raw_asset(event_type: EventType) -> dg.AssetsDefinition:
                     metadata = _batch_metadata(batch) | batch_figures(batch, probe.lag(batch.next_offsets))
                     context.log_event(dg.AssetMaterialization(raw_asset_key(event_type), metadata=metadata))
 
-            batches = land_run(settings, plan, follow_s=config.follow_s, on_batch=landed, run_id=context.run.run_id)
+            batches = land_run(
+                settings, plan, follow_s=config.follow_s, on_batch=landed, run_id=context.run.run_id, group=group
+            )
             lag = probe.lag(batches[-1].next_offsets) if batches else None
         dead_lettered = sum(batch.dead_lettered for batch in batches)
         if dead_lettered:
