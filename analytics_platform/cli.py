@@ -12,6 +12,7 @@ import shutil
 import sys
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
@@ -255,6 +256,53 @@ def backfill(
         _echo(f"rebuilding {first:%Y-%m-%d} .. {last:%Y-%m-%d} after the raw quality checks; dbt's output: {log_path}")
     elapsed = backfill_daily(settings, first.date(), last.date(), log_path=log_path)
     _echo(f"daily facts of {first:%Y-%m-%d} .. {last:%Y-%m-%d} rebuilt and published in {elapsed:.1f}s")
+
+
+@app.command()
+def export(
+    destination: Annotated[Path, typer.Argument(help="The new DuckDB file to write (must not exist).")],
+    pseudonymize: Annotated[
+        bool,
+        typer.Option(
+            "--pseudonymize",
+            help="Replace the pii columns with HMAC-SHA256 pseudonyms keyed by PLATFORM_PII_KEY (required: "
+            "a copy of the marts leaves production only pseudonymized).",
+        ),
+    ] = False,
+) -> None:
+    """Copy the published marts' tables into a new DuckDB file for non-production use (docs/security.md)."""
+    from analytics_platform.security.pseudonymize import export_pseudonymized
+
+    if not pseudonymize:
+        _fail(
+            "an export leaves production, so it must be pseudonymized: pass --pseudonymize (and set PLATFORM_PII_KEY)"
+        )
+    report = export_pseudonymized(_settings(), destination)
+    for table, columns in sorted(report.pseudonymized.items()):
+        _echo(f"{table}: pseudonymized {', '.join(columns)}")
+    _echo(f"exported {len(report.tables)} tables ({sum(report.tables.values()):,} rows) to {report.destination}")
+
+
+@app.command("erase-user")
+def erase_user_command(
+    user_id: Annotated[str, typer.Argument(help="The user's id, as in the events' user_id.")],
+    requested_by: Annotated[
+        str | None, typer.Option(help="Who asked for it, for the audit entry (default: the OS user).")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a user's rows from the raw tables, dead letters, their history and the marts (right to be
+    forgotten); record it in audit.erasures (docs/security.md#erasure-right-to-be-forgotten). Irreversible."""
+    from analytics_platform.security.erasure import erase_user
+
+    settings = _settings()
+    if not yes:
+        typer.confirm(f"erase every trace of {user_id} from the lake and the marts? This cannot be undone", abort=True)
+    report = erase_user(settings, user_id, requested_by=requested_by, progress=_echo)
+    _echo(
+        f"erased {user_id}: {report.raw_rows_deleted:,} raw rows and dead letters, "
+        f"{sum(report.marts_rows_deleted.values()):,} mart rows; audit entry {report.erasure_id} in audit.erasures"
+    )
 
 
 @app.command()

@@ -213,6 +213,12 @@ class Settings(BaseSettings):
         description="Dead letters (and their replay records) older than this many days are deleted; 0: kept forever.",
     )
     raw_namespace: str = Field(default="raw", description="Iceberg namespace of the raw event tables.")
+    pii_key: SecretStr | None = Field(
+        default=None,
+        description="Secret key of the HMAC-SHA256 that replaces the fields marked `pii` in the schemas (user ids) "
+        "in every non-production copy of the marts (`analytics-platform export --pseudonymize`, docs/security.md"
+        "#pii-and-pseudonymization); the same key gives the same pseudonyms, so joins hold. Required to pseudonymize.",
+    )
     marts_namespace: str = Field(
         default="marts",
         description="Iceberg namespace every marts build also writes its marts to, for Trino, Spark or pyiceberg "

@@ -9,6 +9,10 @@ format stays JSON (fast bulk decoding): a message is the JSON object the schema 
 
 Payload fields may carry quality rules the batch gates enforce, as an ``x-checks`` list:
 ``non_negative`` (numbers) and ``currency_code`` (ISO 4217 strings).
+
+Any field (envelope or payload) that identifies a person is marked ``"pii": true`` (an Avro custom
+property, which resolution and the compatibility checks ignore): every non-production copy replaces it
+with a keyed pseudonym (:mod:`analytics_platform.security.pseudonymize`), and erasure finds a user by it.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ class SchemaVersion:
     schema: dict[str, Any]
     path: Path
     payload: tuple[PayloadField, ...]
+    pii: tuple[str, ...] = ()  # the fields marked "pii": envelope names, payload fields as payload.<name>
 
     @property
     def required_payload_fields(self) -> tuple[str, ...]:
@@ -112,6 +117,11 @@ class Contract:
             PayloadField(f.name, f.kind, f.name in required_everywhere, f.precision, f.scale, f.checks)
             for f in merged.values()
         )
+
+    @functools.cached_property
+    def pii_fields(self) -> tuple[str, ...]:
+        """Every field any version marked ``"pii": true`` (``user_id``, ``payload.<name>``), in schema order."""
+        return tuple(dict.fromkeys(name for v in sorted(self.versions) for name in self.versions[v].pii))
 
     @functools.cached_property
     def _problems(self) -> list[VersionProblem]:
@@ -210,6 +220,7 @@ def _read_version(event_type: str, version: int, path: Path) -> SchemaVersion:
         if actual_name != expected:
             raise SchemaRegistryError(f"{path}: envelope field {name} must be {expected}, not {json.dumps(actual)}")
     payload = []
+    pii = [name for name in fields if _is_pii(fields[name], f"{path}: {name}")]
     for payload_field in fields["payload"]["type"]["fields"]:
         where = f"{path}: payload.{payload_field['name']}"
         kind, required, precision, scale = _kind(payload_field["type"], where)
@@ -217,7 +228,16 @@ def _read_version(event_type: str, version: int, path: Path) -> SchemaVersion:
         if unknown := set(checks) - FIELD_CHECKS:
             raise SchemaRegistryError(f"{where}: unknown x-checks {sorted(unknown)}; known: {sorted(FIELD_CHECKS)}")
         payload.append(PayloadField(payload_field["name"], kind, required, precision, scale, checks))
-    return SchemaVersion(event_type, version, schema, path, tuple(payload))
+        if _is_pii(payload_field, where):
+            pii.append(f"payload.{payload_field['name']}")
+    return SchemaVersion(event_type, version, schema, path, tuple(payload), tuple(pii))
+
+
+def _is_pii(avro_field: dict[str, Any], where: str) -> bool:
+    marked = avro_field.get("pii", False)
+    if not isinstance(marked, bool):
+        raise SchemaRegistryError(f'{where}: "pii" must be true or false, not {json.dumps(marked)}')
+    return marked
 
 
 def _compatibility_modes(path: Path) -> tuple[CompatibilityMode, dict[str, CompatibilityMode]]:

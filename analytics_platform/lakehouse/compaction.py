@@ -209,7 +209,7 @@ def plan_compaction(table: Table, target_bytes: int, last_day: date, current_min
     return plan
 
 
-def _write(table: Table, rows: pa.Table, rows_per_file: int, data_path: str | None) -> list[DataFile]:
+def write_data_files(table: Table, rows: pa.Table, rows_per_file: int, data_path: str | None) -> list[DataFile]:
     """``rows`` as new data files of the table (not committed), ``rows_per_file`` each, under ``data_path``."""
     overrides = {TableProperties.WRITE_TARGET_FILE_SIZE_BYTES: str(1 << 50)}  # the files are cut here, not by pyiceberg
     if data_path is not None:
@@ -242,7 +242,7 @@ def rewrite_group(
         )
     before = checksum(rows)
     bytes_per_row = max(group.size_bytes / max(group.rows, 1), 1.0)
-    written = _write(table, rows, max(int(target_bytes / bytes_per_row), 1), data_path)
+    written = write_data_files(table, rows, max(int(target_bytes / bytes_per_row), 1), data_path)
     del rows
     try:
         after = read_files(table, written)

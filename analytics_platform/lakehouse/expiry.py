@@ -80,7 +80,7 @@ class _Listed:
     modified: datetime
 
 
-def _normal(location: str) -> str:
+def normal_location(location: str) -> str:
     """A location without its scheme, as a file system lists it (``/abs/path``, ``bucket/key``)."""
     return PyArrowFileIO.parse_location(location)[2]
 
@@ -102,38 +102,38 @@ def pinned_metadata_files(settings: Settings) -> set[str]:
         except duckdb.Error:
             continue
         for (sql,) in views:
-            pinned |= {_normal(location) for location in _PINNED.findall(sql or "")}
+            pinned |= {normal_location(location) for location in _PINNED.findall(sql or "")}
     return pinned
 
 
 def _reachable(io: FileIO, metadata: TableMetadata, into: set[str], seen_manifests: set[str]) -> None:
     """Add every file ``metadata`` references, through each of its snapshots, to ``into``."""
     for snapshot in metadata.snapshots:
-        into.add(_normal(snapshot.manifest_list))
+        into.add(normal_location(snapshot.manifest_list))
         for manifest in snapshot.manifests(io):
             if manifest.manifest_path in seen_manifests:
                 continue
             seen_manifests.add(manifest.manifest_path)
-            into.add(_normal(manifest.manifest_path))
+            into.add(normal_location(manifest.manifest_path))
             # A file a snapshot deleted is in its manifests as deleted; its parent, if kept, has it as live.
-            into |= {_normal(entry.data_file.file_path) for entry in manifest.fetch_manifest_entry(io)}
-    into |= {_normal(log.metadata_file) for log in metadata.metadata_log}
-    into |= {_normal(statistics.statistics_path) for statistics in metadata.statistics}
-    into |= {_normal(statistics.statistics_path) for statistics in metadata.partition_statistics}
+            into |= {normal_location(entry.data_file.file_path) for entry in manifest.fetch_manifest_entry(io)}
+    into |= {normal_location(log.metadata_file) for log in metadata.metadata_log}
+    into |= {normal_location(statistics.statistics_path) for statistics in metadata.statistics}
+    into |= {normal_location(statistics.statistics_path) for statistics in metadata.partition_statistics}
 
 
 def referenced_files(table: Table, pinned: set[str]) -> set[str]:
     """Every file the table's current metadata references, and those of the metadata files in ``pinned``."""
-    current = _normal(table.metadata_location)
+    current = normal_location(table.metadata_location)
     referenced = {current}
     seen: set[str] = set()
     _reachable(table.io, table.metadata, referenced, seen)
-    prefix = _normal(table.location()).rstrip("/") + "/"
+    prefix = normal_location(table.location()).rstrip("/") + "/"
     for location in sorted(pinned):
         if not location.startswith(prefix) or location == current:
             continue
         try:
-            metadata = FromInputFile.table_metadata(table.io.new_input(_uri(table, location)))
+            metadata = FromInputFile.table_metadata(table.io.new_input(location_uri(table, location)))
         except FileNotFoundError:
             continue
         referenced.add(location)
@@ -141,7 +141,7 @@ def referenced_files(table: Table, pinned: set[str]) -> set[str]:
     return referenced
 
 
-def _uri(table: Table, normal: str) -> str:
+def location_uri(table: Table, normal: str) -> str:
     scheme = PyArrowFileIO.parse_location(table.location())[0]
     return f"{scheme}://{normal}"
 

@@ -108,6 +108,17 @@ def build_marts(settings: Settings, log_path: Path | None = None) -> float:
     return time.monotonic() - started
 
 
+def refresh_marts(settings: Settings, days: tuple[date, date] | None, log_path: Path | None = None) -> float:
+    """Rebuild every model, and the daily facts of ``days`` (first, last event day), in one run (the marts
+    sensor's job); returns seconds taken. Erasure runs it over the days the erased user had events on."""
+    from analytics_platform.warehouse.refresh import marts_run
+
+    started = time.monotonic()
+    job_name, tags = marts_run(days, datetime.now(UTC).date())
+    _run_build(settings, job_name, log_path, tags)
+    return time.monotonic() - started
+
+
 def backfill_daily(settings: Settings, first: date, last: date, log_path: Path | None = None) -> float:
     """Delete and rebuild the daily facts of ``first`` .. ``last`` in one ranged run, after the raw
     quality checks; returns seconds taken."""
