@@ -38,6 +38,43 @@ class Settings(BaseSettings):
         default=None,
         description="Iceberg warehouse location (file:///... or s3://bucket/prefix). Default: <home>/warehouse.",
     )
+    s3_endpoint: str | None = Field(
+        default=None,
+        description="URL of an S3-compatible object store holding an s3:// warehouse, e.g. http://minio:9000 (its "
+        "scheme decides TLS). Default: AWS S3 itself.",
+    )
+    s3_region: str = Field(
+        default="us-east-1",
+        description="Region of the warehouse's bucket (MinIO accepts any; on AWS, the bucket's own region).",
+    )
+    s3_access_key_id: str | None = Field(
+        default=None,
+        description="Access key id for the s3:// warehouse, with PLATFORM_S3_SECRET_ACCESS_KEY; DuckDB's reads (the "
+        "marts builds) need both. Default: pyiceberg's AWS credential chain (AWS_ACCESS_KEY_ID, a profile, an "
+        "instance role).",
+    )
+    s3_secret_access_key: SecretStr | None = Field(
+        default=None,
+        description="Secret access key for the s3:// warehouse. Never logged or shown in the settings' repr.",
+    )
+    s3_path_style: bool | None = Field(
+        default=None,
+        description="Address buckets by path (http://host/bucket/key, what MinIO needs) rather than by virtual host "
+        "(http://bucket.host/key). Default: path style when PLATFORM_S3_ENDPOINT is set, virtual host on AWS.",
+    )
+    s3_sse: Literal["none", "AES256", "aws:kms"] = Field(
+        default="none",
+        description="Server-side encryption every object pyiceberg writes to an s3:// warehouse asks for "
+        "(x-amz-server-side-encryption): AES256 (SSE-S3, keys held by the store) or aws:kms (SSE-KMS, with "
+        "PLATFORM_S3_SSE_KMS_KEY_ID); none leaves it to the bucket's default encryption "
+        "(docs/security.md#encryption-at-rest). Any setting but none writes through pyiceberg's FsspecFileIO (s3fs), "
+        "the FileIO that sends the header.",
+    )
+    s3_sse_kms_key_id: str | None = Field(
+        default=None,
+        description="KMS key (id, ARN or alias; on MinIO, a KES key name) for PLATFORM_S3_SSE=aws:kms. "
+        "Default: the store's default KMS key.",
+    )
     duckdb_dir: Path | None = Field(
         default=None,
         description="Directory of the DuckDB marts builds and the published pointer. Default: <home>/duckdb.",
@@ -379,6 +416,16 @@ class Settings(BaseSettings):
             raise ConfigError(f"PLATFORM_{str(info.field_name).upper()}={value} is not a TCP port; choose 1-65535.")
         return value
 
+    @field_validator("s3_sse_kms_key_id", mode="after")
+    @classmethod
+    def _kms_key_needs_kms(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value and info.data.get("s3_sse") != "aws:kms":
+            raise ConfigError(
+                "PLATFORM_S3_SSE_KMS_KEY_ID is set but PLATFORM_S3_SSE is not aws:kms; set PLATFORM_S3_SSE=aws:kms "
+                "to encrypt with that key, or unset the key id."
+            )
+        return value
+
     @field_validator("earliest_event_at", mode="after")
     @classmethod
     def _aware(cls, value: datetime) -> datetime:
@@ -399,6 +446,11 @@ class Settings(BaseSettings):
     @property
     def warehouse_uri(self) -> str:
         return self.warehouse or (self.home / "warehouse").as_uri()
+
+    @property
+    def s3_path_style_addressing(self) -> bool:
+        """PLATFORM_S3_PATH_STYLE, or its default: path style with a custom endpoint (MinIO), else virtual host."""
+        return self.s3_path_style if self.s3_path_style is not None else self.s3_endpoint is not None
 
     @property
     def cold_warehouse_uri(self) -> str:
@@ -456,6 +508,7 @@ _TYPE_NAMES: dict[object, str] = {
     Path: "path",
     datetime: "timestamp with time zone",
     SecretStr: "secret string",
+    bool: "boolean",
 }
 
 
@@ -491,9 +544,9 @@ def settings_reference() -> str:
             f"Every setting is an environment variable with the prefix `{prefix}`, read when a command or a run",
             "starts, never at import: the same code location serves any environment, and a test can point it at a",
             "temporary home. An empty variable counts as unset. `<home>` stands for `PLATFORM_HOME`; relative paths",
-            "resolve against the directory the command runs in. Further properties of the Iceberg catalog come from",
-            "pyiceberg's own variables, e.g. `PYICEBERG_CATALOG__ANALYTICS_PLATFORM__S3__ENDPOINT` for an `s3://`",
-            "warehouse (DuckDB then also needs its `httpfs` extension to read the tables).",
+            "resolve against the directory the command runs in. An `s3://` warehouse is configured by the",
+            "`PLATFORM_S3_*` settings (docs/scaling.md#object-storage); further properties of the Iceberg catalog",
+            "come from pyiceberg's own variables, e.g. `PYICEBERG_CATALOG__ANALYTICS_PLATFORM__S3__PROXY_URI`.",
             "",
             "| variable | default | type | meaning |",
             "| --- | --- | --- | --- |",

@@ -1,5 +1,5 @@
 """The production compose stack validates and keeps its shape: pinned images, a three-node KRaft cluster behind
-TLS and SASL, PostgreSQL.
+TLS and SASL, PostgreSQL, MinIO for the warehouse's files.
 
 Validation uses docker-compose 1.29.2 (v1) from the tools venv that `make test` creates (tests/compose.py):
 it checks the file offline, with no Docker engine. The file is written so that the ``docker compose``
@@ -29,7 +29,17 @@ COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 # Services of the platform image (they share its environment and the warehouse volume).
 DAGSTER_SERVICES = ("code-location", "dagster-webserver", "dagster-daemon", "api", "sql")
 KAFKA_BROKERS = ("kafka-1", "kafka-2", "kafka-3")
-REQUIRED_SERVICES = (*KAFKA_BROKERS, "kafka-init", "schema-registry", "postgres", *DAGSTER_SERVICES)
+REQUIRED_SERVICES = (
+    *KAFKA_BROKERS,
+    "kafka-init",
+    "schema-registry",
+    "postgres",
+    "minio",
+    "minio-init",
+    *DAGSTER_SERVICES,
+)
+# Services that read or write the Iceberg warehouse, so start after its bucket exists.
+WAREHOUSE_SERVICES = (*DAGSTER_SERVICES, "exporter")
 # The variables the file requires (`${VAR:?...}`), as an operator's .env would give them.
 MAKE_DEV_CA = REPO_ROOT / "deploy" / "kafka" / "make-dev-ca.sh"
 # An exact release, optionally with a variant suffix: 4.1.0, 3.11.14-slim-bookworm, 16.10-bookworm.
@@ -37,6 +47,9 @@ MAKE_DEV_CA = REPO_ROOT / "deploy" / "kafka" / "make-dev-ca.sh"
 # releases have two (PostgreSQL >= 10 is major.minor, so 16 floats but 16.10 is one release).
 VERSION_TAG = re.compile(r"^v?(?P<numbers>\d+(\.\d+)*)([-_+][A-Za-z0-9_.+-]+)?$")
 TWO_NUMBER_RELEASES = {"postgres"}
+# MinIO names each release by its UTC build time instead (RELEASE.2025-09-07T16-13-09Z, optionally -cpuv1).
+TIMESTAMP_RELEASES = {"minio", "mc"}
+TIMESTAMP_TAG = re.compile(r"^RELEASE\.\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}Z(-[a-z0-9]+)?$")
 ENV_EXAMPLE = REPO_ROOT / ".env.example"
 # `NAME=` (a secret to fill in) or `# NAME=default` (optional), in .env.example.
 ENV_EXAMPLE_LINE = re.compile(r"^(?P<optional>#\s*)?(?P<name>[A-Z][A-Z0-9_]*)=(?P<value>.*)$", re.MULTILINE)
@@ -73,6 +86,8 @@ def unpinned_reason(reference: str) -> str | None:
         return "has no tag (means latest)"
     if tag == "latest":
         return "is tagged latest"
+    if name.rsplit("/", 1)[-1] in TIMESTAMP_RELEASES:
+        return None if TIMESTAMP_TAG.match(tag) else f"tag {tag!r} is not an exact release (RELEASE.<UTC time>Z)"
     version = VERSION_TAG.match(tag)
     needed = 2 if name.rsplit("/", 1)[-1] in TWO_NUMBER_RELEASES else 3
     if version is None or version["numbers"].count(".") + 1 < needed:
@@ -124,7 +139,16 @@ def test_env_example_documents_every_variable_and_no_secret_has_a_value() -> Non
 
 
 @pytest.mark.parametrize(
-    "missing", ["POSTGRES_PASSWORD", "POSTGRES_WRITER_PASSWORD", "POSTGRES_READER_PASSWORD", "KAFKA_SASL_PASSWORD"]
+    "missing",
+    [
+        "POSTGRES_PASSWORD",
+        "POSTGRES_WRITER_PASSWORD",
+        "POSTGRES_READER_PASSWORD",
+        "KAFKA_SASL_PASSWORD",
+        "MINIO_ROOT_USER",
+        "MINIO_ROOT_PASSWORD",
+        "MINIO_KMS_SECRET_KEY",
+    ],
 )
 def test_compose_refuses_to_start_without_each_secret(missing: str) -> None:
     """No default secrets: unset or empty, compose stops and says which variable and where to look."""
@@ -266,6 +290,10 @@ def test_pin_check_rejects_floating_references() -> None:
         "python:3.11-slim",
         "apache/kafka:4.1",
         "${IMAGE}",
+        "minio/minio",
+        "minio/minio:latest",
+        "minio/minio:RELEASE.2025-09-07",
+        "minio/mc:2025",
     ]
     for reference in floating:
         assert unpinned_reason(reference), reference
@@ -276,6 +304,8 @@ def test_pin_check_rejects_floating_references() -> None:
         "localhost:5000/kafka:4.1.0",
         "analytics-platform:0.1.0",
         "postgres@sha256:" + "0" * 64,
+        "minio/minio:RELEASE.2025-09-07T16-13-09Z",
+        "quay.io/minio/mc:RELEASE.2025-08-13T08-35-41Z-cpuv1",
     ]
     for reference in pinned:
         assert unpinned_reason(reference) is None, reference
@@ -416,12 +446,11 @@ def test_dagster_services_use_postgres_and_kafka() -> None:
         assert environment.get("DAGSTER_PG_HOST") == "postgres", name
         assert environment.get("PLATFORM_KAFKA_BOOTSTRAP_SERVERS") == "kafka-1:9092,kafka-2:9092,kafka-3:9092", name
         assert environment.get("PLATFORM_SCHEMA_REGISTRY_URL") == "http://schema-registry:8081", name
-        assert str(environment.get("PLATFORM_WAREHOUSE", "")).startswith("file:///var/lib/analytics-platform/")
         mounts = [
             volume["target"] if isinstance(volume, dict) else str(volume).split(":")[1]
             for volume in compose["services"][name].get("volumes", [])
         ]
-        assert "/var/lib/analytics-platform" in mounts, f"{name} must mount the shared warehouse volume"
+        assert "/var/lib/analytics-platform" in mounts, f"{name} must mount the shared platform volume (marts builds)"
 
 
 def test_workspace_points_at_code_location() -> None:
@@ -478,3 +507,32 @@ def test_sql_service_serves_the_published_marts_on_loopback() -> None:
     assert sql["command"][:2] == ["analytics-platform", "sql"]
     assert [str(port).split(":")[0] for port in sql["ports"]] == ["127.0.0.1"]  # clear-text passwords
     assert sql["environment"]["PLATFORM_HOME"] == resolved_config()["services"]["api"]["environment"]["PLATFORM_HOME"]
+
+
+def test_the_warehouse_lives_encrypted_in_minio_once_its_bucket_exists() -> None:
+    services = resolved_config()["services"]
+    minio = services["minio"]
+    assert minio["healthcheck"]["test"] == ["CMD", "mc", "ready", "local"]
+    assert minio["environment"]["MINIO_KMS_SECRET_KEY"] == secrets()["MINIO_KMS_SECRET_KEY"]  # SSE-S3 needs a KMS
+    assert [str(port).split(":")[0] for port in minio["ports"]] == ["127.0.0.1"]
+    init = services["minio-init"]
+    assert init["depends_on"]["minio"]["condition"] == "service_healthy"
+    script = init["command"][0]
+    assert "mc mb --ignore-existing platform/warehouse" in script
+    assert "mc encrypt set sse-s3 platform/warehouse" in script  # objects written without the header too
+    assert "$MINIO_ROOT_PASSWORD" in script and secrets()["MINIO_ROOT_PASSWORD"] not in script  # the container's
+    for name in WAREHOUSE_SERVICES:
+        service = services[name]
+        environment = service["environment"]
+        assert environment["PLATFORM_WAREHOUSE"] == "s3://warehouse/iceberg", name
+        assert environment["PLATFORM_RAW_COLD_WAREHOUSE"].startswith("s3://warehouse/"), name
+        assert environment["PLATFORM_S3_ENDPOINT"] == "http://minio:9000", name
+        assert (environment["PLATFORM_S3_ACCESS_KEY_ID"], environment["PLATFORM_S3_SECRET_ACCESS_KEY"]) == (
+            secrets()["MINIO_ROOT_USER"],
+            secrets()["MINIO_ROOT_PASSWORD"],
+        ), name
+        assert environment["PLATFORM_S3_SSE"] == "AES256", name
+        assert service["depends_on"]["minio-init"]["condition"] == "service_completed_successfully", name
+    key = secrets()["MINIO_KMS_SECRET_KEY"]
+    holders = sorted(name for name, service in services.items() if key in str(service.get("environment")))
+    assert holders == ["minio"], "only MinIO may know its KMS key"

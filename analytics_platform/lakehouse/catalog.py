@@ -8,6 +8,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.catalog import load_catalog as pyiceberg_load_catalog
 from sqlalchemy.exc import IntegrityError, ProgrammingError
 
+from analytics_platform.lakehouse.storage import fileio_properties
 from analytics_platform.settings import Settings
 
 CATALOG_NAME = "analytics_platform"
@@ -16,8 +17,9 @@ CATALOG_NAME = "analytics_platform"
 def load_catalog(settings: Settings) -> Catalog:
     """The Iceberg SQL catalog (SQLite by default, PostgreSQL via PLATFORM_CATALOG_URI).
 
-    Further catalog properties come from pyiceberg's own environment variables, e.g.
-    ``PYICEBERG_CATALOG__ANALYTICS_PLATFORM__S3__ENDPOINT`` for an ``s3://`` warehouse.
+    An ``s3://`` warehouse gets the S3 FileIO properties of the ``PLATFORM_S3_*`` settings (see
+    :mod:`analytics_platform.lakehouse.storage`). Further catalog properties come from pyiceberg's own
+    environment variables, e.g. ``PYICEBERG_CATALOG__ANALYTICS_PLATFORM__S3__PROXY_URI``.
 
     The catalog's SQLAlchemy pool checks a connection before lending it (``pool_pre_ping``): after
     PostgreSQL restarts or fails over, every pooled connection is dead, and without the check the next
@@ -41,4 +43,5 @@ def _open(settings: Settings) -> Catalog:
         uri=settings.catalog_sql_uri,
         warehouse=settings.warehouse_uri,
         pool_pre_ping="true",  # one `select 1` per checkout: negligible beside an Iceberg commit
+        **fileio_properties(settings),
     )

@@ -35,7 +35,7 @@ from pyiceberg.table import Table
 from pyiceberg.table.metadata import TableMetadata
 
 from analytics_platform.contracts.envelope import event_types
-from analytics_platform.exceptions import ConfigError, TableNotFoundError
+from analytics_platform.exceptions import TableNotFoundError
 from analytics_platform.lakehouse.catalog import load_catalog
 from analytics_platform.lakehouse.lineage import record_before_expiry
 from analytics_platform.lakehouse.maintenance import cold_data_path, table_name
@@ -147,13 +147,13 @@ def location_uri(table: Table, normal: str) -> str:
 
 
 def _filesystem_io(table: Table) -> PyArrowFileIO:
-    if not isinstance(table.io, PyArrowFileIO):
-        raise ConfigError(
-            f"deleting unreferenced files of {table_name(table)} lists its location with pyarrow, but the catalog "
-            f"uses {type(table.io).__name__}; set PYICEBERG_CATALOG__ANALYTICS_PLATFORM__PY_IO_IMPL="
-            "pyiceberg.io.pyarrow.PyArrowFileIO"
-        )
-    return table.io
+    """A PyArrowFileIO with the table's properties, to list its locations (pyiceberg's FileIO cannot list).
+
+    With PLATFORM_S3_SSE the catalog's FileIO is FsspecFileIO (see lakehouse/storage.py): listing and
+    deleting need no encryption header, so a PyArrowFileIO of the same endpoint and credentials lists."""
+    if isinstance(table.io, PyArrowFileIO):
+        return table.io
+    return PyArrowFileIO(properties=table.io.properties)
 
 
 def list_files(table: Table, roots: list[str]) -> dict[str, _Listed]:

@@ -38,7 +38,7 @@ from analytics_platform.contracts.envelope import EventType
 from analytics_platform.lakehouse.snapshots import INGESTED_AT_KEY, UNKNOWN_FIELDS_KEY, properties
 from analytics_platform.lakehouse.tables import LINEAGE_TABLE, contract_for, open_raw_table, table_identifier
 from analytics_platform.settings import Settings
-from analytics_platform.warehouse.connections import connect_marts
+from analytics_platform.warehouse.connections import configure_object_storage, connect_marts
 
 Z_THRESHOLD = 4.0  # |z| at or beyond which a figure is anomalous
 MAD_TO_SD = 1.4826
@@ -181,6 +181,7 @@ def connect(settings: Settings) -> duckdb.DuckDBPyConnection:
     """The published build, read-only, able to read its ``raw`` views (Iceberg)."""
     con = connect_marts(settings)
     con.execute("load iceberg")
+    configure_object_storage(con, settings)
     return con
 
 

@@ -26,7 +26,7 @@ from analytics_platform.lakehouse.lineage import ingested_until, landings
 from analytics_platform.lakehouse.tables import DEAD_LETTER_TABLE, open_raw_table, open_table
 from analytics_platform.serving.metrics import Scope
 from analytics_platform.settings import Settings
-from analytics_platform.warehouse.connections import duckdb_config, install_extensions
+from analytics_platform.warehouse.connections import configure_object_storage, duckdb_config, install_extensions
 
 MAX_EVENTS = 10_000  # a journey has tens of events; more means a shared or synthetic correlation id
 DEAD_LETTER_FIELDS = ("kafka_topic", "kafka_partition", "kafka_offset", "reason", "failed_checks", "ingested_at")
@@ -37,6 +37,7 @@ def lake_connection(settings: Settings) -> duckdb.DuckDBPyConnection:
     install_extensions(settings)
     lake = duckdb.connect(config=duckdb_config(settings))
     lake.execute("load iceberg")
+    configure_object_storage(lake, settings)
     lake.execute("set global TimeZone = 'UTC'")
     return lake
 

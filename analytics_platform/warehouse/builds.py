@@ -47,6 +47,7 @@ from analytics_platform.settings import Settings
 from analytics_platform.warehouse.connections import (
     BUILD_FILE,
     PUBLISHED_NAME,
+    configure_object_storage,
     current_build,
     duckdb_config,
     install_extensions,
@@ -182,6 +183,7 @@ def pin_raw_views(settings: Settings, catalog: Catalog, build: Path, as_of: date
     con = duckdb.connect(str(build), config=duckdb_config(settings))
     try:
         con.execute("load iceberg")
+        configure_object_storage(con, settings)
         con.execute("create schema if not exists raw")
         for name, schema in schemas.items():
             try:

@@ -7,9 +7,12 @@ from pathlib import Path
 
 import duckdb
 
+from analytics_platform.exceptions import ConfigError
+from analytics_platform.lakehouse.storage import duckdb_secret_sql
 from analytics_platform.settings import Settings
 
-EXTENSION_PACKAGES = ("duckdb_extension_avro", "duckdb_extension_iceberg")
+# httpfs: reads of an s3:// warehouse (DuckDB's S3 client and its secrets).
+EXTENSION_PACKAGES = ("duckdb_extension_avro", "duckdb_extension_iceberg", "duckdb_extension_httpfs")
 PUBLISHED_NAME = "warehouse.duckdb"
 # Every build file has this name, in a folder of its own (see builds.prepare_build).
 BUILD_FILE = "warehouse.duckdb"
@@ -27,7 +30,7 @@ def duckdb_config(settings: Settings) -> dict[str, str | bool | int | float | li
 
 
 def install_extensions(settings: Settings) -> None:
-    """Install the iceberg and avro extensions from their wheels (DuckDB cannot download them here)."""
+    """Install the iceberg, avro and httpfs extensions from their wheels (DuckDB cannot download them here)."""
     directory = extension_directory(settings)
     directory.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(config=duckdb_config(settings))
@@ -48,6 +51,26 @@ def install_extensions(settings: Settings) -> None:
             con.execute(f"INSTALL '{files[0]}'")
     finally:
         con.close()
+
+
+def configure_object_storage(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
+    """Let ``con`` read an ``s3://`` warehouse: load httpfs and create the S3 secret of the ``PLATFORM_S3_*``
+    settings (a temporary secret, so on every connection that reads Iceberg tables; nothing for a local one).
+
+    The statement holds the secret key: DuckDB redacts it in ``duckdb_secrets()``, and it is never logged."""
+    statement = duckdb_secret_sql(settings)
+    if statement is None:
+        return
+    con.execute("load httpfs")
+    try:
+        con.execute(statement)
+    except duckdb.Error as error:  # its message may quote the statement: never chain it, redact the key
+        secret = settings.s3_secret_access_key.get_secret_value() if settings.s3_secret_access_key else None
+        message = str(error).replace(secret, "**********") if secret else str(error)
+        raise ConfigError(
+            f"DuckDB refused the S3 secret made of the PLATFORM_S3_* settings: {message}; check PLATFORM_S3_ENDPOINT, "
+            "PLATFORM_S3_REGION and PLATFORM_S3_ACCESS_KEY_ID (docs/scaling.md#object-storage)."
+        ) from None
 
 
 def published_link(settings: Settings) -> Path:

@@ -26,6 +26,7 @@ from typing import Any
 from dbt.adapters.duckdb.credentials import DuckDBCredentials
 from dbt.adapters.duckdb.plugins import BasePlugin
 from dbt.adapters.events.logging import AdapterLogger
+from duckdb import DuckDBPyConnection
 
 from analytics_platform.exceptions import ConfigError
 from analytics_platform.lakehouse.catalog import load_catalog
@@ -33,6 +34,7 @@ from analytics_platform.settings import Settings
 from analytics_platform.warehouse.builds import pin_raw_views
 from analytics_platform.warehouse.connections import (
     BUILD_FILE,
+    configure_object_storage,
     current_build,
     extension_directory,
     install_extensions,
@@ -105,3 +107,7 @@ class Plugin(BasePlugin):
             logger.info(f"dev target: created {path} as a copy of the published build {copied_from}")
         logger.info(f"dev target: {path}, raw views at the current snapshots of platform home {self.settings.home}")
         config["extension_directory"] = str(extension_directory(self.settings))
+
+    def configure_connection(self, conn: DuckDBPyConnection) -> None:
+        """An ``s3://`` warehouse: the S3 secret the ``raw`` views need, on every connection dbt opens."""
+        configure_object_storage(conn, self.settings)
