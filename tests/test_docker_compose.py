@@ -1,5 +1,5 @@
 """The production compose stack validates and keeps its shape: pinned images, a three-node KRaft cluster behind
-TLS and SASL, PostgreSQL, MinIO for the warehouse's files.
+TLS and SASL, PostgreSQL, MinIO for the warehouse's files, Trino on the Iceberg catalog.
 
 Validation uses docker-compose 1.29.2 (v1) from the tools venv that `make test` creates (tests/compose.py):
 it checks the file offline, with no Docker engine. The file is written so that the ``docker compose``
@@ -37,6 +37,7 @@ REQUIRED_SERVICES = (
     "minio",
     "minio-init",
     *DAGSTER_SERVICES,
+    "trino",
 )
 # Services that read or write the Iceberg warehouse, so start after its bucket exists.
 WAREHOUSE_SERVICES = (*DAGSTER_SERVICES, "exporter")
@@ -44,12 +45,15 @@ WAREHOUSE_SERVICES = (*DAGSTER_SERVICES, "exporter")
 MAKE_DEV_CA = REPO_ROOT / "deploy" / "kafka" / "make-dev-ca.sh"
 # An exact release, optionally with a variant suffix: 4.1.0, 3.11.14-slim-bookworm, 16.10-bookworm.
 # Three numbers, because 3.11 or 4.1 float to the newest patch release; two for images whose exact
-# releases have two (PostgreSQL >= 10 is major.minor, so 16 floats but 16.10 is one release).
+# releases have two (PostgreSQL >= 10 is major.minor, so 16 floats but 16.10 is one release), one for
+# images released as a single number (Trino: 478 is one release, and no 478.x tag exists).
 VERSION_TAG = re.compile(r"^v?(?P<numbers>\d+(\.\d+)*)([-_+][A-Za-z0-9_.+-]+)?$")
 TWO_NUMBER_RELEASES = {"postgres"}
 # MinIO names each release by its UTC build time instead (RELEASE.2025-09-07T16-13-09Z, optionally -cpuv1).
 TIMESTAMP_RELEASES = {"minio", "mc"}
 TIMESTAMP_TAG = re.compile(r"^RELEASE\.\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}Z(-[a-z0-9]+)?$")
+ONE_NUMBER_RELEASES = {"trino"}
+TRINO_CATALOG = REPO_ROOT / "deploy" / "trino" / "catalog" / "iceberg.properties"
 ENV_EXAMPLE = REPO_ROOT / ".env.example"
 # `NAME=` (a secret to fill in) or `# NAME=default` (optional), in .env.example.
 ENV_EXAMPLE_LINE = re.compile(r"^(?P<optional>#\s*)?(?P<name>[A-Z][A-Z0-9_]*)=(?P<value>.*)$", re.MULTILINE)
@@ -89,7 +93,8 @@ def unpinned_reason(reference: str) -> str | None:
     if name.rsplit("/", 1)[-1] in TIMESTAMP_RELEASES:
         return None if TIMESTAMP_TAG.match(tag) else f"tag {tag!r} is not an exact release (RELEASE.<UTC time>Z)"
     version = VERSION_TAG.match(tag)
-    needed = 2 if name.rsplit("/", 1)[-1] in TWO_NUMBER_RELEASES else 3
+    image = name.rsplit("/", 1)[-1]
+    needed = 1 if image in ONE_NUMBER_RELEASES else 2 if image in TWO_NUMBER_RELEASES else 3
     if version is None or version["numbers"].count(".") + 1 < needed:
         return f"tag {tag!r} is not an exact release (needs {needed} version numbers)"
     return None
@@ -294,6 +299,8 @@ def test_pin_check_rejects_floating_references() -> None:
         "minio/minio:latest",
         "minio/minio:RELEASE.2025-09-07",
         "minio/mc:2025",
+        "trinodb/trino",
+        "trinodb/trino:latest",
     ]
     for reference in floating:
         assert unpinned_reason(reference), reference
@@ -306,6 +313,7 @@ def test_pin_check_rejects_floating_references() -> None:
         "postgres@sha256:" + "0" * 64,
         "minio/minio:RELEASE.2025-09-07T16-13-09Z",
         "quay.io/minio/mc:RELEASE.2025-08-13T08-35-41Z-cpuv1",
+        "trinodb/trino:478",
     ]
     for reference in pinned:
         assert unpinned_reason(reference) is None, reference
@@ -536,3 +544,38 @@ def test_the_warehouse_lives_encrypted_in_minio_once_its_bucket_exists() -> None
     key = secrets()["MINIO_KMS_SECRET_KEY"]
     holders = sorted(name for name, service in services.items() if key in str(service.get("environment")))
     assert holders == ["minio"], "only MinIO may know its KMS key"
+
+
+def _properties(path: Path) -> dict[str, str]:
+    """A Java properties file's ``key=value`` lines (no continuation lines here)."""
+    lines = (line.strip() for line in path.read_text().splitlines())
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def test_trino_reads_the_platforms_iceberg_catalog_and_files() -> None:
+    """Trino's catalog `iceberg` is pyiceberg's SQL catalog: the same tables in the same database, under the
+    same catalog name (a JDBC catalog sees only its own name's rows), and the MinIO bucket the files are in."""
+    from analytics_platform.lakehouse.catalog import CATALOG_NAME
+
+    trino = resolved_config()["services"]["trino"]
+    assert _bind_mounts("trino") == {"/etc/trino/catalog": "deploy/trino/catalog"}
+    catalog = _properties(TRINO_CATALOG)
+    assert (catalog["connector.name"], catalog["iceberg.catalog.type"]) == ("iceberg", "jdbc")
+    assert catalog["iceberg.jdbc-catalog.catalog-name"] == CATALOG_NAME
+    platform_catalog = urlsplit(
+        str(resolved_config()["services"]["code-location"]["environment"]["PLATFORM_CATALOG_URI"])
+    )
+    jdbc = urlsplit(catalog["iceberg.jdbc-catalog.connection-url"].removeprefix("jdbc:"))
+    assert (jdbc.scheme, jdbc.hostname, jdbc.path) == ("postgresql", platform_catalog.hostname, platform_catalog.path)
+    assert catalog["iceberg.jdbc-catalog.connection-user"] == platform_catalog.username
+    assert (catalog["s3.endpoint"], catalog["s3.path-style-access"]) == ("http://minio:9000", "true")
+    # Each secret comes from the container's environment, which compose fills from .env.
+    referenced = {name for value in catalog.values() for name in re.findall(r"\$\{ENV:([A-Z0-9_]+)\}", value)}
+    assert referenced == {"POSTGRES_WRITER_PASSWORD", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"}
+    assert {name: trino["environment"][name] for name in referenced} == {name: secrets()[name] for name in referenced}
+    assert {name: dependency["condition"] for name, dependency in trino["depends_on"].items()} == {
+        "postgres": "service_healthy",
+        "minio": "service_healthy",
+    }
+    assert trino["healthcheck"]["test"]
+    assert [str(port).split(":")[0] for port in trino["ports"]] == ["127.0.0.1"]  # no authentication

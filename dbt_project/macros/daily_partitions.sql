@@ -26,8 +26,8 @@
     the Iceberg scan: a one-day build then reads one day, not every raw row. -#}
 {% macro in_partition_range(column, lookback_days=0) -%}
     {%- if partition_dates_given() -%}
-        {{ column }} >= cast('{{ partition_date("min") }}' as date) - {{ lookback_days }}
-        and {{ column }} < cast('{{ partition_date("max") }}' as date) + 1
+        {{ column }} >= {{ date_minus_days("cast('" ~ partition_date('min') ~ "' as date)", lookback_days) }}
+        and {{ column }} < {{ date_plus_days("cast('" ~ partition_date('max') ~ "' as date)", 1) }}
     {%- else -%}
         true
     {%- endif -%}

@@ -7,7 +7,5 @@
     both stay, and the staging models' `unique` test on event_id fails the build loudly.
 -#}
 {% macro deduplicate_events(relation) -%}
-    select *
-    from {{ relation }}
-    qualify row_number() over (partition by event_id, event_at order by kafka_partition, kafka_offset) = 1
+    {{ first_row_per(relation, 'event_id, event_at', 'kafka_partition, kafka_offset') }}
 {%- endmacro %}

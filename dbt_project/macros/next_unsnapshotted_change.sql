@@ -5,10 +5,14 @@
     version that came and went between two runs. Fed the next uncaptured change instead, each
     `dbt snapshot` advances every key by one version; the build repeats it until nothing is pending
     (see defs/transform/assets.py), so the history is complete however many changes a batch holds.
-    The snapshot is looked up at compile time of each run, so this must stay ephemeral.
+    The snapshot is looked up at compile time of each run, so this must stay ephemeral. Compiled without
+    introspection (`dbt compile --no-introspect`, as tests/marts/test_trino_compile.py does) it is not
+    looked up: the input is then every change, as on the first run.
 -#}
 {% macro next_unsnapshotted_change(changes, snapshot_name, key, columns) -%}
-{%- set snapshot = adapter.get_relation(database=target.database, schema='snapshots', identifier=snapshot_name) -%}
+{%- set snapshot = adapter.get_relation(
+    database=target.database, schema=generate_schema_name('snapshots', none), identifier=snapshot_name
+) if flags.INTROSPECT else none -%}
 with
 
 changes as (
@@ -35,9 +39,12 @@ pending as (
 {%- endif %}
 
 final as (
-    select {{ key }}, changed_at, {{ columns | join(', ') }}
-    from pending
-    qualify row_number() over (partition by {{ key }} order by changed_at, kafka_partition, kafka_offset) = 1
+    {{ first_row_per(
+        'pending',
+        key,
+        'changed_at, kafka_partition, kafka_offset',
+        key ~ ', changed_at, ' ~ (columns | join(', ')),
+    ) }}
 )
 
 select * from final

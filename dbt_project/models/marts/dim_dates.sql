@@ -8,9 +8,7 @@ bounds as (
 ),
 
 days as (
-    select cast(unnest(generate_series(first_day, last_day, interval 1 day)) as date) as date_day
-    from bounds
-    where first_day is not null
+    {{ day_series('bounds', 'first_day', 'last_day') }}
 ),
 
 final as (
@@ -18,8 +16,8 @@ final as (
         date_day,
         cast(date_trunc('week', date_day) as date) as week_start,
         cast(date_trunc('month', date_day) as date) as month_start,
-        isodow(date_day) as day_of_week,
-        isodow(date_day) in (6, 7) as is_weekend
+        {{ iso_day_of_week('date_day') }} as day_of_week,
+        {{ iso_day_of_week('date_day') }} in (6, 7) as is_weekend
     from days
 )
 

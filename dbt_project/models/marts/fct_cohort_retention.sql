@@ -34,7 +34,7 @@ cohort_weeks as (
     select
         cohorts.signup_week,
         cohorts.cohort_size,
-        cast((weeks.week_start - cohorts.signup_week) / 7 as integer) as weeks_since_signup
+        cast({{ divide(days_between('cohorts.signup_week', 'weeks.week_start'), 7) }} as integer) as weeks_since_signup
     from cohorts
     inner join weeks
         on cohorts.signup_week <= weeks.week_start
@@ -45,7 +45,8 @@ user_weeks as (
     select distinct
         users.signup_week,
         events.user_id,
-        cast(floor((cast(events.event_at as date) - users.signup_week) / 7) as integer) as weeks_since_signup
+        cast(floor({{ divide(days_between('users.signup_week', 'cast(events.event_at as date)'), 7) }}) as integer)
+            as weeks_since_signup
     from events
     inner join users
         on events.user_id = users.user_id
@@ -67,7 +68,7 @@ final as (
         cohort_weeks.weeks_since_signup,
         cohort_weeks.cohort_size,
         coalesce(active_users.active_users, 0) as active_users,
-        round(coalesce(active_users.active_users, 0) / cohort_weeks.cohort_size, 4) as retention_rate
+        round({{ divide('coalesce(active_users.active_users, 0)', 'cohort_weeks.cohort_size') }}, 4) as retention_rate
     from cohort_weeks
     left join active_users
         on cohort_weeks.signup_week = active_users.signup_week

@@ -34,7 +34,7 @@ unsessioned_events as (
 inactivity_breaks as (
     select
         *,
-        previous_event_at is null or event_at - previous_event_at > interval 30 minutes as is_session_start
+        previous_event_at is null or event_at - previous_event_at > {{ interval_of(30, 'minutes') }} as is_session_start
     from unsessioned_events
 ),
 
@@ -42,16 +42,14 @@ inactivity_breaks as (
 numbered_sessions as (
     select
         *,
-        count(*) filter (where is_session_start) over (partition by user_id order by event_at) as session_number
+        {{ count_where_over('is_session_start', 'partition by user_id order by event_at') }} as session_number
     from inactivity_breaks
 ),
 
 synthetic_session_events as (
     select
-        user_id || ':' || strftime(
-            timezone('UTC', min(event_at) over (partition by user_id, session_number)),
-            '%Y-%m-%dT%H:%M:%S.%gZ'
-        ) as session_id,
+        user_id || ':'
+        || {{ utc_iso_millis('min(event_at) over (partition by user_id, session_number)') }} as session_id,
         cast(null as varchar) as client_session_id,
         user_id,
         event_id,
@@ -70,11 +68,11 @@ sessions as (
     select
         session_id,
         -- A client session id shared by several users belongs to the user of its first event.
-        first(user_id order by event_at, user_id) as user_id,
-        any_value(client_session_id) as client_session_id,
+        {{ first_by('user_id', 'event_at, user_id') }} as user_id,
+        {{ any_non_null('client_session_id') }} as client_session_id,
         min(event_at) as started_at,
         max(event_at) as ended_at,
-        date_diff('microsecond', min(event_at), max(event_at)) / 1000000 as duration_s,
+        {{ seconds_between('min(event_at)', 'max(event_at)') }} as duration_s,
         count(*) filter (where event_type = 'user_visit') as page_views,
         count(*) as event_count,
         bool_or(event_type = 'purchase') as has_purchase

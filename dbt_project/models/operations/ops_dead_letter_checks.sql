@@ -12,12 +12,7 @@ dead_letters as (
 ),
 
 per_check as (
-    select
-        event_type,
-        unnest(failed_checks) as failed_check,
-        reason,
-        ingested_at
-    from dead_letters
+    {{ select_unnested('dead_letters', ['event_type', 'reason', 'ingested_at'], 'failed_checks', 'failed_check') }}
 ),
 
 final as (

@@ -9,13 +9,13 @@ kept as (
         snapshot_id,
         committed_at,
         summary
-    from {{ source('raw', 'table_snapshots') }}
+    from {{ raw_table_snapshots() }}
 ),
 
 expired as (
     select
         -- recorded as the table's identifier (`raw.purchase`); the kept ones by name
-        split_part(table_name, '.', -1) as table_name,
+        {{ last_part('table_name', '.') }} as table_name,
         snapshot_id,
         committed_at,
         summary
@@ -29,16 +29,16 @@ snapshots as (
 ),
 
 -- A snapshot can be both kept and recorded (an expiry that failed after the record), or recorded twice.
-commits as (
-    select distinct on (table_name, snapshot_id)
+{%- set commit_columns %}
         table_name,
         snapshot_id,
         committed_at,
-        cast(summary ->> '$."ingest.ingested-at"' as timestamptz) as ingested_at,
-        summary ->> '$."ingest.run-id"' as run_id,
-        coalesce(cast(summary ->> '$."added-records"' as bigint), 0) as rows_added
-    from snapshots
-    order by 1, 2
+        {{ iso_timestamp(json_text('summary', 'ingest.ingested-at')) }} as ingested_at,
+        {{ json_text('summary', 'ingest.run-id') }} as run_id,
+        coalesce(cast({{ json_text('summary', 'added-records') }} as bigint), 0) as rows_added
+{%- endset %}
+commits as (
+    {{ distinct_rows_on('snapshots', 'table_name, snapshot_id', commit_columns) }}
 ),
 
 -- Only commits that landed a micro-batch carry an ingest time (not the dead letters' own commits).
@@ -56,9 +56,9 @@ final as (
         cast(sum(rows_added) as bigint) as rows_landed,
         min(ingested_at) as started_at,
         max(committed_at) as last_committed_at,
-        epoch(max(committed_at)) - epoch(min(ingested_at)) as duration_s,
-        avg(epoch(committed_at) - epoch(ingested_at)) as mean_commit_s,
-        max(epoch(committed_at) - epoch(ingested_at)) as max_commit_s
+        {{ epoch_seconds('max(committed_at)') }} - {{ epoch_seconds('min(ingested_at)') }} as duration_s,
+        avg({{ epoch_seconds('committed_at') }} - {{ epoch_seconds('ingested_at') }}) as mean_commit_s,
+        max({{ epoch_seconds('committed_at') }} - {{ epoch_seconds('ingested_at') }}) as max_commit_s
     from batches
     group by 1, 2
 )

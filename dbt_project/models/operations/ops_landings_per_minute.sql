@@ -1,8 +1,6 @@
 -- What landed, counted from the raw tables themselves (rows as landed, before staging deduplicates them):
 -- one scan of ingested_at and event_at per table, which the Parquet files hold as plain columns.
-{%- set event_tables = [
-    'user_visit', 'add_to_cart', 'checkout', 'purchase', 'app_error', 'user_profile_changed', 'product_changed'
-] %}
+{%- set event_tables = raw_event_tables() %}
 
 with
 

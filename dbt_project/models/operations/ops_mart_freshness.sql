@@ -18,8 +18,8 @@
     select
         '{{ mart }}' as mart_name,
         '{{ grain }}' as grain,
-        cast(max({{ period }}) as timestamptz) as newest_period_start,
-        cast(max({{ period }}) as timestamptz) + interval 1 {{ grain }} as newest_period_end,
+        cast(max({{ period }}) as {{ timestamptz_type() }}) as newest_period_start,
+        cast(max({{ period }}) as {{ timestamptz_type() }}) + {{ interval_of(1, grain) }} as newest_period_end,
         max(built_at) as built_at
     from {{ ref(mart) }}
     {% if not loop.last %}union all{% endif %}

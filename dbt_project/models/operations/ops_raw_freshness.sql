@@ -23,8 +23,8 @@ final as (
         newest_event_at,
         newest_ingested_at,
         built_at,
-        epoch(built_at) - epoch(newest_event_at) as event_lag_s,
-        epoch(built_at) - epoch(newest_ingested_at) as ingest_lag_s
+        {{ epoch_seconds('built_at') }} - {{ epoch_seconds('newest_event_at') }} as event_lag_s,
+        {{ epoch_seconds('built_at') }} - {{ epoch_seconds('newest_ingested_at') }} as ingest_lag_s
     from per_table
 )
 

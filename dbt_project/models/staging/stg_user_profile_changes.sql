@@ -12,7 +12,7 @@ final as (
     select
         {{ envelope_columns() }},
         event_at as changed_at,
-        cast(payload.signed_up_at as timestamptz) as signed_up_at,
+        {{ iso_timestamp('payload.signed_up_at') }} as signed_up_at,
         payload.country,
         payload.plan,
         payload.marketing_channel

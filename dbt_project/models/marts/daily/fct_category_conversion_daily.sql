@@ -59,7 +59,7 @@ counts as (
 rates as (
     select
         *,
-        round(purchasers / nullif(viewers, 0), 4) as conversion_rate
+        round({{ divide('purchasers', 'nullif(viewers, 0)') }}, 4) as conversion_rate
     from counts
 ),
 

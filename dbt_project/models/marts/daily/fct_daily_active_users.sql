@@ -22,14 +22,18 @@ user_days as (
 active_users as (
     select
         dates.date_day as activity_date,
-        count(distinct user_days.user_id) filter (where user_days.activity_date = dates.date_day) as dau,
-        count(distinct user_days.user_id) filter (where user_days.activity_date > dates.date_day - 7) as wau,
-        count(distinct user_days.user_id) filter (where user_days.activity_date > dates.date_day - 28) as mau,
+        {{ count_distinct_where('user_days.user_id', 'user_days.activity_date = dates.date_day') }} as dau,
+        {{ count_distinct_where(
+            'user_days.user_id', 'user_days.activity_date > ' ~ date_minus_days('dates.date_day', 7)
+        ) }} as wau,
+        {{ count_distinct_where(
+            'user_days.user_id', 'user_days.activity_date > ' ~ date_minus_days('dates.date_day', 28)
+        ) }} as mau,
         count(distinct user_days.user_id) as mau_30d
     from dates
     left join user_days
         on dates.date_day >= user_days.activity_date
-        and dates.date_day - 30 < user_days.activity_date
+        and {{ date_minus_days('dates.date_day', 30) }} < user_days.activity_date
     group by 1
 ),
 

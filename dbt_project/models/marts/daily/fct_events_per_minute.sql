@@ -23,7 +23,7 @@ rolling_counts as (
         cast(sum(event_count) over (
             partition by event_type
             order by event_minute
-            range between interval 14 minutes preceding and current row
+            range between {{ interval_of(14, 'minutes') }} preceding and current row
         ) as bigint) as rolling_15m_count
     from events_per_minute
 ),

@@ -124,10 +124,10 @@ counts as (
 rates as (
     select
         *,
-        round(cart_users / nullif(visitors, 0), 4) as visit_to_cart_rate,
-        round(checkout_users / nullif(cart_users, 0), 4) as cart_to_checkout_rate,
-        round(purchasers / nullif(checkout_users, 0), 4) as checkout_to_purchase_rate,
-        round(purchasers / nullif(visitors, 0), 4) as visit_to_purchase_rate
+        round({{ divide('cart_users', 'nullif(visitors, 0)') }}, 4) as visit_to_cart_rate,
+        round({{ divide('checkout_users', 'nullif(cart_users, 0)') }}, 4) as cart_to_checkout_rate,
+        round({{ divide('purchasers', 'nullif(checkout_users, 0)') }}, 4) as checkout_to_purchase_rate,
+        round({{ divide('purchasers', 'nullif(visitors, 0)') }}, 4) as visit_to_purchase_rate
     from counts
 ),
 

@@ -90,8 +90,8 @@ counts as (
 rates as (
     select
         *,
-        round(add_to_carts / nullif(page_views, 0), 4) as add_to_cart_rate,
-        round(purchases / nullif(page_views, 0), 4) as conversion_rate
+        round({{ divide('add_to_carts', 'nullif(page_views, 0)') }}, 4) as add_to_cart_rate,
+        round({{ divide('purchases', 'nullif(page_views, 0)') }}, 4) as conversion_rate
     from counts
 ),
 

@@ -47,8 +47,8 @@ daily_totals as (
 per_user as (
     select
         *,
-        round(revenue_eur / nullif(active_users, 0), 4) as arpu,
-        round(revenue_eur / nullif(purchasers, 0), 4) as arppu
+        round({{ divide('revenue_eur', 'nullif(active_users, 0)') }}, 4) as arpu,
+        round({{ divide('revenue_eur', 'nullif(purchasers, 0)') }}, 4) as arppu
     from daily_totals
 ),
 
