@@ -371,6 +371,10 @@ def report(
     if "soak" in results:
         print(f"soak: raw p95 per window (s): {', '.join(f'{v:.1f}' for v in results['soak']['raw_p95_by_window_s'])}")
         print(f"soak: most files per partition per sample: {results['soak']['files_per_partition_by_sample']}")
+        busy = ", ".join(f"{value:.0%}" for value in results["soak"]["cpu_busy_by_sample"])
+        print(f"soak: machine CPU busy per sample: {busy}")
+        jobs = ", ".join(f"{job} {seconds:,.0f}" for job, seconds in results["soak"]["cpu_s_by_job"].items())
+        print(f"soak: CPU seconds by job: {jobs}")
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     path.write_text(json.dumps(figures, indent=2, default=str))

@@ -13,7 +13,9 @@ message is matched to its raw row by topic, partition and offset:
   p95 per window (5 minutes; a sixth of the run with ``--quick``), and its trend (least-squares slope);
 * commit time: the median of the micro-batch commits in the first and the last sixth of the run;
 * ingest RSS: the largest ingest process in the last sixth against the first;
-* files per partition: the most data files any raw day partition held, over time.
+* files per partition: the most data files any raw day partition held, over time;
+* where the CPU went: each minute, the machine's busy share of all cores and the CPU seconds of each Dagster
+  run's process tree (its worker and the dbt or DuckDB work it starts) by job, to tell lag from contention.
 """
 
 from __future__ import annotations
@@ -47,20 +49,56 @@ def _rss_mb(pid: int) -> float | None:
     return None
 
 
-def _ingest_processes(instance) -> dict[str, int]:  # type: ignore[no-untyped-def]
-    """Pid of each ingest run in progress: its worker (a child of the code server, whose command line does
-    not name the run) reports it in an engine event, "Started process for run (pid: N)"."""
+def _run_processes(instance) -> dict[str, tuple[str, int]]:  # type: ignore[no-untyped-def]
+    """Job name and pid of each run in progress: its worker (a child of the code server, whose command line
+    does not name the run) reports it in an engine event, "Started process for run (pid: N)"."""
     import dagster as dg
 
-    found: dict[str, int] = {}
+    found: dict[str, tuple[str, int]] = {}
     for record in instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
-        if not record.dagster_run.job_name.startswith("ingest_"):
-            continue
-        for entry in instance.all_logs(record.dagster_run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+        run = record.dagster_run
+        for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
             if match := re.search(r"Started process for run \(pid: (\d+)\)", entry.message or ""):
-                found[record.dagster_run.run_id] = int(match.group(1))
+                found[run.run_id] = (run.job_name, int(match.group(1)))
                 break
     return found
+
+
+TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+def _process_table() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, CPU seconds used so far) of every process."""
+    table: dict[int, tuple[int, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        table[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / TICKS_PER_S)
+    return table
+
+
+def _tree_cpu_s(pid: int, table: dict[int, tuple[int, float]]) -> float:
+    """CPU seconds of ``pid`` and its descendants still running (a dbt child counts for its run)."""
+    children: dict[int, list[int]] = defaultdict(list)
+    for child, (parent, _) in table.items():
+        children[parent].append(child)
+    total, stack = 0.0, [pid]
+    while stack:
+        current = stack.pop()
+        total += table.get(current, (0, 0.0))[1]
+        stack.extend(children.get(current, []))
+    return total
+
+
+def _busy_ticks() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the machine since boot, all cores."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
 
 
 def _files_per_partition(settings) -> int:  # type: ignore[no-untyped-def]
@@ -237,6 +275,8 @@ def run(workdir: Path, *, rate: float, duration_s: float, echo) -> dict[str, Any
         producer.start()
         instance = get_instance(settings)
         peak: dict[str, float] = {}  # run id -> largest RSS seen
+        cpu_seen: dict[str, float] = {}  # run id -> CPU seconds of its process tree at the last sample
+        ticks = _busy_ticks()
         next_sample = time.monotonic()
         while producer.is_alive() or landed() < expected:
             if time.time() - started > duration_s + DRAIN_TIMEOUT_S:
@@ -246,19 +286,34 @@ def run(workdir: Path, *, rate: float, duration_s: float, echo) -> dict[str, Any
                 raise RuntimeError(f"analytics-platform dev exited ({dev.returncode}); see {home / 'dev.log'}")
             if time.monotonic() >= next_sample:
                 next_sample += SAMPLE_S
-                rss = {run: r for run, pid in _ingest_processes(instance).items() if (r := _rss_mb(pid)) is not None}
+                runs = _run_processes(instance)
+                ingest = {run: pid for run, (job, pid) in runs.items() if job.startswith("ingest_")}
+                rss = {run: r for run, pid in ingest.items() if (r := _rss_mb(pid)) is not None}
                 for run, value in rss.items():
                     peak[run] = max(peak.get(run, 0.0), value)
+                # CPU since the last sample, by job (a run's share before its first sample is not counted).
+                processes, now_ticks = _process_table(), _busy_ticks()
+                cpu_by_job: dict[str, float] = defaultdict(float)
+                for run, (job, pid) in runs.items():
+                    used = _tree_cpu_s(pid, processes)
+                    cpu_by_job[job] += used - cpu_seen.get(run, used)
+                    cpu_seen[run] = used
+                busy = (now_ticks[0] - ticks[0]) / max(1, now_ticks[1] - ticks[1])
+                ticks = now_ticks
                 sample = {
                     "at_s": round(time.time() - started, 1),
                     "landed": landed(),
                     "ingest_rss_mb": max(rss.values(), default=None),
                     "files_per_partition": _files_per_partition(settings),
+                    "cpu_busy": round(busy, 3),
+                    "cpu_s_by_job": {job: round(seconds, 1) for job, seconds in sorted(cpu_by_job.items())},
                 }
                 samples.append(sample)
+                heaviest = sorted(cpu_by_job.items(), key=lambda item: -item[1])[:3]
                 echo(
                     f"  {sample['at_s']:>6.0f}s: {sample['landed']:,} landed, ingest RSS "
-                    f"{sample['ingest_rss_mb'] or 0:,.0f} MiB, <= {sample['files_per_partition']} files per partition"
+                    f"{sample['ingest_rss_mb'] or 0:,.0f} MiB, <= {sample['files_per_partition']} files per partition, "
+                    f"CPU {busy:.0%} busy (" + ", ".join(f"{job} {sec:.0f}s" for job, sec in heaviest) + ")"
                 )
             time.sleep(1.0)
         producer.join()
@@ -273,6 +328,15 @@ def run(workdir: Path, *, rate: float, duration_s: float, echo) -> dict[str, Any
         broker.stop(settings)
     rows, doubled = _landed_rows(settings)
     return _figures(messages, rows, doubled, _commit_times(settings), started, ended, window_s, samples, commits, peak)
+
+
+def _cpu_by_job(samples: list[dict[str, Any]]) -> dict[str, float]:
+    """CPU seconds of the runs of each job over the whole soak, most first."""
+    totals: dict[str, float] = defaultdict(float)
+    for sample in samples:
+        for job, seconds in sample["cpu_s_by_job"].items():
+            totals[job] += seconds
+    return {job: round(seconds, 1) for job, seconds in sorted(totals.items(), key=lambda item: -item[1])}
 
 
 def _figures(
@@ -329,5 +393,7 @@ def _figures(
         "ingest_rss_last_mb": max(last_rss, default=None),
         "ingest_runs_seen": len(peak),
         "files_per_partition_by_sample": [s["files_per_partition"] for s in samples],
+        "cpu_busy_by_sample": [s["cpu_busy"] for s in samples],
+        "cpu_s_by_job": _cpu_by_job(samples),
         "samples": samples,
     }
