@@ -192,7 +192,7 @@ class Settings(BaseSettings):
         default=5.0,
         gt=0,
         description="How often the live follower brings the live facts up to the latest raw snapshots (when "
-        "they moved); each time costs a dbt run of the live models over the touched days.",
+        "they moved); each time costs a dbt run of the live models over the minutes the new rows touched.",
     )
     raw_snapshots_kept: int = Field(
         default=10,

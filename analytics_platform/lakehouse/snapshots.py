@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 
 import pyarrow.compute as pc
 from pyiceberg.exceptions import CommitFailedException
@@ -39,10 +39,10 @@ def row_count(table: Table) -> int:
     return int(snapshot.summary.get("total-records") or 0)
 
 
-def event_days_since(
+def event_times_since(
     table: Table, snapshot_id: int | None, ingested_at_of: Callable[[int], datetime | None] | None = None
-) -> tuple[date, date] | None:
-    """(first, last) event day of the rows committed after ``snapshot_id`` (None: all rows), or None.
+) -> tuple[datetime, datetime] | None:
+    """(earliest, latest) event time of the rows committed after ``snapshot_id`` (None: all rows), or None.
 
     If that snapshot was expired, ``ingested_at_of`` may give its ingest time (recorded in
     ``raw.ingest_snapshots``): the rows ingested after it are the ones committed after it, give or take a
@@ -72,7 +72,7 @@ def event_days_since(
     if len(event_at) == 0:
         return None
     bounds = pc.min_max(event_at)
-    return bounds["min"].as_py().date(), bounds["max"].as_py().date()
+    return bounds["min"].as_py(), bounds["max"].as_py()
 
 
 def expire_old_snapshots(

@@ -5,7 +5,8 @@ so an event would wait minutes to show in ``fct_events_per_minute``. The models 
 (the per-minute facts, which read only views over raw and a seed) are cheap to recompute for the days
 new rows touched. The live follower (a long-lived Dagster run, see ``defs/transform/live.py``) does
 that every ``marts_live_interval_s``: copy the published file, pin its raw views to the current
-snapshots, ``dbt run`` the live models over the touched days, publish.
+snapshots, ``dbt run`` the live models over the minutes the new rows touched (from the earliest on, so a
+refresh costs what landed since the last one, not the day so far), publish.
 
 Each build records the raw snapshots its live facts reflect (its live pins). The follower and full
 builds publish under one lock, and a full build that finds a file published since it started brings
@@ -27,7 +28,7 @@ from analytics_platform.settings import Settings
 from analytics_platform.warehouse import builds
 from analytics_platform.warehouse.connections import current_build
 from analytics_platform.warehouse.dbt import dbt_pointed_at, dbt_target
-from analytics_platform.warehouse.refresh import partition_range, raw_snapshot_ids, touched_days
+from analytics_platform.warehouse.refresh import partition_range, raw_snapshot_ids, touched_days, touched_times
 
 LIVE_TAG = "live"
 LIVE_SLOT = "live"
@@ -53,17 +54,28 @@ def catch_up_live_facts(run_dbt: RunDbt, settings: Settings, build: Path, log: L
     landed in since its live pins; returns those days as partition keys (None: no partition to rebuild)."""
     live = builds.read_pins(build, builds.LIVE_PINS) or {}
     now = builds.pin_raw_views(settings, load_catalog(settings), build)
-    keys = None
+    keys, since = None, None
     if now != live:
-        # Computed after pinning, from the tables' current state: a superset of the days up to ``now``.
-        days = touched_days(settings, live)
-        keys = partition_range(days, datetime.now(UTC).date()) if days else None
+        # Computed after pinning, from the tables' current state: a superset of the rows up to ``now``.
+        times = touched_times(settings, live)
+        keys = partition_range((times[0].date(), times[1].date()), datetime.now(UTC).date()) if times else None
+        if times is not None and keys is not None:
+            since = first_minute(times[0], keys)
     if keys is not None:
-        log.info(f"rebuilding the live facts of {keys[0]} .. {keys[1]}")
-        with dbt_pointed_at(settings, build, LIVE_SLOT, keys):  # under the publish lock: one live run at a time
+        log.info(f"rebuilding the live facts of {keys[0]} .. {keys[1]} from {since:%Y-%m-%d %H:%M} UTC")
+        with dbt_pointed_at(settings, build, LIVE_SLOT, keys, since):  # under the publish lock: one at a time
             run_dbt(["run", "--select", f"tag:{LIVE_TAG}"], dbt_target(settings, LIVE_SLOT))
     builds.record_pins(build, builds.LIVE_PINS, now)
     return keys
+
+
+def first_minute(earliest: datetime, keys: tuple[str, str]) -> datetime:
+    """The minute the live facts recompute from: that of the earliest new event, or the start of the
+    first partition when that event is older than the partitions (clipped away by ``partition_range``).
+    The per-minute facts of a minute depend only on it and the 14 before it, so new rows leave every
+    earlier minute as it was."""
+    minute = earliest.astimezone(UTC).replace(second=0, microsecond=0)
+    return max(minute, datetime.fromisoformat(keys[0]).replace(tzinfo=UTC))
 
 
 @dataclass(frozen=True)

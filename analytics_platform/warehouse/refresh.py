@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import functools
 import json
-from datetime import date
+from datetime import date, datetime
 
 from analytics_platform.contracts.envelope import event_types
 from analytics_platform.lakehouse.catalog import load_catalog
 from analytics_platform.lakehouse.lineage import recorded_ingested_at
-from analytics_platform.lakehouse.snapshots import event_days_since
+from analytics_platform.lakehouse.snapshots import event_times_since
 from analytics_platform.lakehouse.tables import open_raw_table
 from analytics_platform.settings import Settings
 
@@ -41,8 +41,8 @@ def raw_snapshot_ids(settings: Settings) -> dict[str, int]:
     return ids
 
 
-def touched_days(settings: Settings, previous: dict[str, int]) -> tuple[date, date] | None:
-    """The event days the rows landed since ``previous`` snapshot ids fall in (first, last)."""
+def touched_times(settings: Settings, previous: dict[str, int]) -> tuple[datetime, datetime] | None:
+    """The (earliest, latest) event time of the rows landed since ``previous`` snapshot ids."""
     catalog = load_catalog(settings)
     bounds = []
     for name, event_type in event_types().items():
@@ -50,11 +50,17 @@ def touched_days(settings: Settings, previous: dict[str, int]) -> tuple[date, da
         if table is None:
             continue
         expired = functools.partial(recorded_ingested_at, catalog, settings, table)  # once its snapshot is gone
-        if days := event_days_since(table, previous.get(name) or None, expired):
-            bounds.append(days)
+        if times := event_times_since(table, previous.get(name) or None, expired):
+            bounds.append(times)
     if not bounds:
         return None
     return min(first for first, _ in bounds), max(last for _, last in bounds)
+
+
+def touched_days(settings: Settings, previous: dict[str, int]) -> tuple[date, date] | None:
+    """The event days the rows landed since ``previous`` snapshot ids fall in (first, last)."""
+    times = touched_times(settings, previous)
+    return (times[0].date(), times[1].date()) if times else None
 
 
 def partition_range(days: tuple[date, date], today: date) -> tuple[str, str] | None:

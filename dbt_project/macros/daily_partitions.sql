@@ -6,6 +6,11 @@
     each run deletes exactly those days and inserts them recomputed from all their events, so
     reprocessing a day never double counts and late events are picked up. Without them
     (`dbt build` by hand) every day is rebuilt.
+
+    The live follower also sets PLATFORM_DBT_MIN_TIME (ISO 8601, UTC, a minute's start): the live facts
+    then delete and recompute only the minutes from it on, the earliest the new rows touched, so a
+    refresh every few seconds costs what landed since the last, not the whole day so far. Read only when
+    executing, never while parsing, so its changing value never makes dbt re-parse the project.
 -#}
 
 {% macro partition_date(bound) -%}
@@ -16,6 +21,10 @@
     {%- endif -%}
 {%- endmacro %}
 
+{% macro partition_min_time() -%}
+    {{ return(env_var('PLATFORM_DBT_MIN_TIME', '') if execute else '') }}
+{%- endmacro %}
+
 {% macro partition_dates_given() -%}
     {{ return(partition_date('min') != '' and partition_date('max') != '') }}
 {%- endmacro %}
@@ -23,21 +32,36 @@
 {#- Rows whose date or timestamp column falls in the run's range, optionally reaching `lookback_days`
     further back for windows (rolling counts) that need earlier days as input. A half-open range on
     the bare column (no cast) is what DuckDB pushes below the staging views' dedup window and into
-    the Iceberg scan: a one-day build then reads one day, not every raw row. -#}
-{% macro in_partition_range(column, lookback_days=0) -%}
+    the Iceberg scan: a one-day build then reads one day, not every raw row. With a min time, rows from
+    it on, or from `lookback_minutes` before it for the same windows. -#}
+{% macro in_partition_range(column, lookback_days=0, lookback_minutes=0) -%}
     {%- if partition_dates_given() -%}
         {{ column }} >= {{ date_minus_days("cast('" ~ partition_date('min') ~ "' as date)", lookback_days) }}
         and {{ column }} < {{ date_plus_days("cast('" ~ partition_date('max') ~ "' as date)", 1) }}
+        {%- if partition_min_time() != '' %}
+        and {{ column }} >= {{ iso_timestamp("'" ~ partition_min_time() ~ "'") }}
+            {%- if lookback_minutes %} - {{ interval_of(lookback_minutes, 'minutes') }}{% endif %}
+        {%- endif -%}
     {%- else -%}
         true
     {%- endif -%}
 {%- endmacro %}
 
-{#- pre_hook: delete the run's days from the existing table (the model then appends them). -#}
+{#- pre_hook: delete the run's days from the existing table (the model then appends them); with a min
+    time, only its rows from then on, by the column the model's meta names as `live_time_column`. -#}
 {% macro delete_partition_range() -%}
     {%- if is_incremental() and partition_dates_given() -%}
         delete from {{ this }}
         where partition_date between cast('{{ partition_date("min") }}' as date) and cast('{{ partition_date("max") }}' as date)
+        {%- if partition_min_time() != '' %}
+            {%- set time_column = config.meta_get('live_time_column') %}
+            {%- if not time_column %}
+                {{ exceptions.raise_compiler_error(
+                    "PLATFORM_DBT_MIN_TIME is set, but " ~ this ~ " has no meta live_time_column: only the "
+                    ~ "live facts (tag live) rebuild from a minute on; unset it to rebuild whole days") }}
+            {%- endif %}
+        and {{ time_column }} >= {{ iso_timestamp("'" ~ partition_min_time() ~ "'") }}
+        {%- endif -%}
     {%- elif is_incremental() -%}
         delete from {{ this }}
     {%- else -%}

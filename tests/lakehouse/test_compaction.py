@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -28,7 +28,7 @@ from analytics_platform.lakehouse.compaction import (
 from analytics_platform.lakehouse.lineage import landings, record_before_expiry, recorded_ingested_at
 from analytics_platform.lakehouse.maintenance import MAINTENANCE_KEY, carried_offsets
 from analytics_platform.lakehouse.offsets import NEXT_OFFSETS_KEY, stored_offsets
-from analytics_platform.lakehouse.snapshots import event_days_since, expire_old_snapshots, properties
+from analytics_platform.lakehouse.snapshots import event_times_since, expire_old_snapshots, properties
 from analytics_platform.lakehouse.tables import MANIFEST_MERGE_PROPERTIES, ensure_raw_table
 from analytics_platform.serving.events import lake_connection
 from analytics_platform.settings import Settings, get_settings
@@ -47,9 +47,9 @@ def _all_rows(settings: Settings) -> pa.Table:
     return table.scan().to_arrow().sort_by("event_id")
 
 
-def _event_days(rows: pa.Table) -> tuple[date, date]:
-    days = [at.date() for at in rows.column("event_at").to_pylist()]
-    return min(days), max(days)
+def _event_times(rows: pa.Table) -> tuple[datetime, datetime]:
+    times = rows.column("event_at").to_pylist()
+    return min(times), max(times)
 
 
 def _land_all(settings: Settings) -> int:
@@ -179,16 +179,16 @@ def test_compaction_keeps_offsets_lineage_and_touched_days(broker: Settings) -> 
     assert current is not None and properties(current)[MAINTENANCE_KEY] == "compact"
     assert carried_offsets(table)[NEXT_OFFSETS_KEY] == properties(last_ingest)[NEXT_OFFSETS_KEY]
     # Only compaction since the last ingest: no event day was touched (the live follower rebuilds nothing).
-    assert event_days_since(table, last_ingest.snapshot_id) is None
+    assert event_times_since(table, last_ingest.snapshot_id) is None
     expire_old_snapshots(table, 1, lambda expiring: record_before_expiry(catalog, settings, table, expiring))
     stored = stored_offsets(table, TOPIC)
     assert (stored.next_offsets, stored.fingerprints) == (offsets.next_offsets, offsets.fingerprints)
     assert plan_next_batch(settings, TOPIC) is None
     # Once the last ingest snapshot is expired, its recorded ingest time still says nothing landed since.
     assert table.snapshot_by_id(last_ingest.snapshot_id) is None
-    assert event_days_since(table, last_ingest.snapshot_id) == _event_days(rows_before)  # unknown: every row
+    assert event_times_since(table, last_ingest.snapshot_id) == _event_times(rows_before)  # unknown: every row
     expired = functools.partial(recorded_ingested_at, catalog, settings, table)
-    assert event_days_since(table, last_ingest.snapshot_id, expired) is None
+    assert event_times_since(table, last_ingest.snapshot_id, expired) is None
 
     # Lineage: every row still finds the batch (and run) that landed it, none the compaction.
     with lake_connection(settings) as lake:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +22,10 @@ from analytics_platform.lakehouse.catalog import load_catalog
 from analytics_platform.local.instance import get_instance
 from analytics_platform.local.orchestration import build_marts
 from analytics_platform.settings import Settings
-from analytics_platform.sim.generator import ACTIVITY_TYPES
+from analytics_platform.sim.generator import ACTIVITY_TYPES, DEFAULT_START, generate_events
 from analytics_platform.warehouse import builds, connections
 from analytics_platform.warehouse.live import catch_up_live_facts
-from tests.helpers import produce
+from tests.helpers import produce, produce_events
 
 pytestmark = pytest.mark.integration
 
@@ -48,15 +48,36 @@ def per_minute(build: Any) -> Counter[Cell]:
     return Counter({(minute.astimezone(UTC), event_type): int(count) for minute, event_type, count in rows})
 
 
+def rolling_15m(counts: Counter[Cell]) -> dict[Cell, int]:
+    """Each cell's events of its type in its minute and the 14 before it, computed from the counts."""
+    return {
+        (minute, event_type): sum(counts[(minute - timedelta(minutes=back), event_type)] for back in range(15))
+        for minute, event_type in counts
+    }
+
+
+def per_minute_rows(build: Any) -> dict[Cell, tuple[int, int, datetime]]:
+    """(event count, rolling 15-minute count, built at) of each cell of the published per-minute fact."""
+    with duckdb.connect(str(build), read_only=True) as con:
+        rows = con.execute(
+            "select event_minute, event_type, event_count, rolling_15m_count, built_at from marts.fct_events_per_minute"
+        ).fetchall()
+    return {(minute.astimezone(UTC), kind): (count, rolling, at) for minute, kind, count, rolling, at in rows}
+
+
 def daily_active_users(build: Any) -> list[tuple]:
     with duckdb.connect(str(build), read_only=True) as con:
         return con.execute("select * exclude (built_at) from marts.fct_daily_active_users order by all").fetchall()
 
 
-def land(settings: Settings, count: int, seed: int) -> list[dict[str, Any]]:
-    events = produce(settings, count, seed=seed, days=1)
+def ingest_all(settings: Settings) -> None:
     for event_type in event_types().values():
         ingest_until_caught_up(settings, event_type.topic)
+
+
+def land(settings: Settings, count: int, seed: int) -> list[dict[str, Any]]:
+    events = produce(settings, count, seed=seed, days=1)
+    ingest_all(settings)
     return events
 
 
@@ -124,3 +145,32 @@ def test_a_build_that_started_before_a_live_refresh_catches_up_before_publishing
 
     catch_up_live_facts(run_dbt, broker, started, logging.getLogger(__name__))
     assert per_minute(started) == expected_per_minute(first + second) == per_minute(connections.current_build(broker))
+
+
+def test_a_live_refresh_recomputes_only_the_minutes_from_the_earliest_new_event(broker: Settings) -> None:
+    """New rows from noon on leave the morning's per-minute facts as the full build wrote them, and the
+    recomputed minutes (rolling counts reaching back across that boundary included) equal what the
+    produced events give."""
+    first = generate_events(2_000, seed=1, days=1, start=DEFAULT_START)
+    produce_events(broker, first)
+    ingest_all(broker)
+    build_marts(broker)
+    before = per_minute_rows(connections.current_build(broker))
+
+    second = generate_events(600, seed=2, days=1, start=DEFAULT_START + timedelta(hours=12))  # noon to noon
+    produce_events(broker, second)
+    ingest_all(broker)
+    assert follow_once(broker).success
+    after = per_minute_rows(connections.current_build(broker))
+
+    counts = expected_per_minute(first + second)
+    rolling = rolling_15m(counts)
+    assert {cell: (count, rolling_count) for cell, (count, rolling_count, _) in after.items()} == {
+        cell: (counts[cell], rolling[cell]) for cell in counts
+    }
+    earliest_new = min(expected_per_minute(second))[0]
+    kept = {cell: row for cell, row in after.items() if cell[0] < earliest_new}
+    assert kept == {cell: row for cell, row in before.items() if cell[0] < earliest_new}
+    assert len(kept) > 100  # the morning: untouched, built_at included
+    rebuilt_at = {row[2] for cell, row in after.items() if cell[0] >= earliest_new}
+    assert min(rebuilt_at) > max(row[2] for row in before.values())

@@ -2,7 +2,8 @@ with
 
 events as (
     select * from {{ ref('int_events_unioned') }}
-    where {{ in_partition_range('event_at', lookback_days=1) }}  -- the rolling window reaches into the day before
+    -- The rolling window reaches 14 minutes back: into the day before, or before the live follower's min time.
+    where {{ in_partition_range('event_at', lookback_days=1, lookback_minutes=14) }}
 ),
 
 events_per_minute as (
