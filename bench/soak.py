@@ -304,6 +304,8 @@ def run(workdir: Path, *, rate: float, duration_s: float, echo) -> dict[str, Any
                     "at_s": round(time.time() - started, 1),
                     "landed": landed(),
                     "ingest_rss_mb": max(rss.values(), default=None),
+                    # Each ingest run's RSS by its job: tells a run growing with its age from one starting larger.
+                    "ingest_rss_by_run": {f"{runs[run][0]} {run[:8]}": round(mb) for run, mb in sorted(rss.items())},
                     "files_per_partition": _files_per_partition(settings),
                     "cpu_busy": round(busy, 3),
                     "cpu_s_by_job": {job: round(seconds, 1) for job, seconds in sorted(cpu_by_job.items())},
