@@ -149,12 +149,18 @@ def test_ops_runs_prometheus_and_alertmanager_until_ctrl_c(isolated_platform: Pa
     command += ["--prometheus-port", str(ports["prometheus"]), "--alertmanager-port", str(ports["alertmanager"])]
     ops = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(ops.stdout or []), daemon=True)
+    reader.start()
     try:
-        for name, url in urls.items():
-            wait_for(lambda url=url: ready(url), 60, f"{name} ready", poll_s=0.5)
+        # Ctrl-C once the command says both are up (their ports answer a moment before it has checked them).
+        wait_for(lambda: any("Ctrl-C stops both" in line for line in lines), 60, "ops to report both up", 0.5)
+        assert all(ready(url) for url in urls.values())
     finally:
         ops.send_signal(signal.SIGINT)  # Ctrl-C
-        output, _ = ops.communicate(timeout=60)
+        ops.wait(timeout=60)
+        reader.join(10)
+    output = "".join(lines)
     assert ops.returncode == 0, output
     assert f"Prometheus: {urls['prometheus']}" in output and f"Alertmanager: {urls['alertmanager']}" in output
     assert output.rstrip().endswith("stopped")
