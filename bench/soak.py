@@ -81,11 +81,16 @@ def _process_table() -> dict[int, tuple[int, float]]:
     return table
 
 
-def _tree_cpu_s(pid: int, table: dict[int, tuple[int, float]]) -> float:
-    """CPU seconds of ``pid`` and its descendants still running (a dbt child counts for its run)."""
+def _children(table: dict[int, tuple[int, float]]) -> dict[int, list[int]]:
+    """pid -> pids of its children, from :func:`_process_table`."""
     children: dict[int, list[int]] = defaultdict(list)
     for child, (parent, _) in table.items():
         children[parent].append(child)
+    return children
+
+
+def _tree_cpu_s(pid: int, table: dict[int, tuple[int, float]], children: dict[int, list[int]]) -> float:
+    """CPU seconds of ``pid`` and its descendants still running (a dbt child counts for its run)."""
     total, stack = 0.0, [pid]
     while stack:
         current = stack.pop()
@@ -293,9 +298,10 @@ def run(workdir: Path, *, rate: float, duration_s: float, echo) -> dict[str, Any
                     peak[run] = max(peak.get(run, 0.0), value)
                 # CPU since the last sample, by job (a run's share before its first sample is not counted).
                 processes, now_ticks = _process_table(), _busy_ticks()
+                children = _children(processes)
                 cpu_by_job: dict[str, float] = defaultdict(float)
                 for run, (job, pid) in runs.items():
-                    used = _tree_cpu_s(pid, processes)
+                    used = _tree_cpu_s(pid, processes, children)
                     cpu_by_job[job] += used - cpu_seen.get(run, used)
                     cpu_seen[run] = used
                 busy = (now_ticks[0] - ticks[0]) / max(1, now_ticks[1] - ticks[1])

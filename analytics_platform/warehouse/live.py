@@ -55,12 +55,10 @@ def catch_up_live_facts(run_dbt: RunDbt, settings: Settings, build: Path, log: L
     live = builds.read_pins(build, builds.LIVE_PINS) or {}
     now = builds.pin_raw_views(settings, load_catalog(settings), build)
     keys, since = None, None
-    if now != live:
-        # Computed after pinning, from the tables' current state: a superset of the rows up to ``now``.
-        times = touched_times(settings, live)
-        keys = partition_range((times[0].date(), times[1].date()), datetime.now(UTC).date()) if times else None
-        if times is not None and keys is not None:
-            since = first_minute(times[0], keys)
+    # Computed after pinning, from the tables' current state: a superset of the rows up to ``now``.
+    if now != live and (times := touched_times(settings, live)):
+        keys = partition_range((times[0].date(), times[1].date()), datetime.now(UTC).date())
+        since = first_minute(times[0], keys) if keys else None
     if keys is not None:
         log.info(f"rebuilding the live facts of {keys[0]} .. {keys[1]} from {since:%Y-%m-%d %H:%M} UTC")
         with dbt_pointed_at(settings, build, LIVE_SLOT, keys, since):  # under the publish lock: one at a time
