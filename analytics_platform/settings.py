@@ -131,6 +131,14 @@ class Settings(BaseSettings):
         "shown in the settings' repr.",
     )
     topic_partitions: int = Field(default=3, ge=1, description="Partitions per event topic on creation.")
+    producer_linger_ms: int = Field(
+        default=1000,
+        ge=0,
+        description="How long the platform's producers (the generator, `produce`, replays) gather a partition's "
+        "messages into one record batch; flush() does not wait for it. The embedded broker reads slower with "
+        "every stored batch (docs/performance.md#the-soak-again-2026-12-04), so the default trades up to a "
+        "second of latency for fewer batches; on Apache Kafka, 5-100 ms is usual.",
+    )
     topic_replication_factor: int = Field(
         default=1,
         ge=1,

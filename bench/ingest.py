@@ -32,14 +32,13 @@ def grow_backlog(events: list[dict[str, Any]], copies: int, settings: Settings) 
 
     from analytics_platform.contracts.envelope import encode_event
     from analytics_platform.kafka.client_config import client_config
-    from analytics_platform.kafka.producer import LINGER_MS
 
     producer = Producer(
         {
             **client_config(settings),
             "enable.idempotence": True,
             "compression.type": "zstd",
-            "linger.ms": LINGER_MS,
+            "linger.ms": settings.producer_linger_ms,
             "batch.size": 1_000_000,
         }
     )

@@ -15,6 +15,7 @@ messages it lands, and its snapshot records the span's ``traceparent`` for the m
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Generator
@@ -43,7 +44,16 @@ from analytics_platform.ingest.plan import (
     plan_next_batch,
     plan_next_run,
 )
-from analytics_platform.kafka.reader import RawMessages, make_consumer, read_range
+from analytics_platform.kafka.reader import (
+    RawMessages,
+    ReadToEnd,
+    check_stored_offsets,
+    make_consumer,
+    probe_log_bounds,
+    read_range,
+    read_to_end,
+    topic_partitions,
+)
 from analytics_platform.lakehouse.catalog import load_catalog
 from analytics_platform.lakehouse.ingest_commit import BatchOffsets, append_batch
 from analytics_platform.lakehouse.lineage import record_before_expiry
@@ -83,6 +93,9 @@ class BatchResult:
     """Data files in the table after it (its snapshot's ``total-data-files``)."""
     commit_attempts: int = 1
     """Appends it took: more than 1 when it lost to maintenance or another partition group and went on top."""
+    log_ends: dict[int, int] | None = None
+    """The log end of each partition whose end the read reached (a following run's poll, :func:`read_to_end`):
+    the lag after the batch, without asking the broker again."""
 
 
 def gate_context(settings: Settings, topic: str, now: datetime, dedup: DedupWindow) -> GateContext:
@@ -357,10 +370,14 @@ def land_run(
     results: list[BatchResult] = []
     dedup = None
 
-    def land(batch: BatchPlan, read: Callable[[], RawMessages] | None = None) -> None:
+    def land(batch: BatchPlan, read: Callable[[], RawMessages] | None = None, found: ReadToEnd | None = None) -> None:
         nonlocal dedup
         dedup = dedup or DedupWindow.read(table, settings.dedup_window_events)
+        if found is not None:
+            read = lambda: found.messages  # noqa: E731
         result = land_batch(settings, batch, catalog=catalog, consumer=consumer, dedup=dedup, read=read, run_id=run_id)
+        if found is not None:
+            result = dataclasses.replace(result, log_ends=found.log_ends)
         results.append(result)
         if on_batch:
             on_batch(result)
@@ -376,9 +393,32 @@ def land_run(
         deadline = time.monotonic() + follow_s
         while time.monotonic() < deadline:
             time.sleep(min(settings.ingest_poll_s, max(deadline - time.monotonic(), 0)))
-            if arrived := plan_next_batch(settings, plan.topic, catalog=catalog, consumer=consumer, group=group):
-                land(arrived)
+            if arrived := _arrived(settings, catalog, table, consumer, plan.topic, group):
+                land(*arrived)
     return results
+
+
+def _arrived(
+    settings: Settings, catalog: Catalog, table: Table, consumer: Consumer, topic: str, group: PartitionGroup
+) -> tuple[BatchPlan, None, ReadToEnd | None] | None:
+    """What a following run lands next, and the read that found it: from the stored offsets to the end of
+    the log in one pass (:func:`read_to_end`, one fetch per partition where planning first took two). A
+    partition never landed starts at the log's first offset, so that poll plans from the log's bounds; a
+    partition that stays silent is checked against them (a log shorter than the stored offsets stops here)."""
+    table.refresh()
+    stored = stored_offsets(table, topic)
+    partitions = [p for p in topic_partitions(consumer, topic) if group.owns(p)]
+    if any(p not in stored.next_offsets for p in partitions):
+        planned = plan_next_batch(settings, topic, catalog=catalog, consumer=consumer, group=group)
+        return None if planned is None else (planned, None, None)
+    starts = {p: stored.next_offsets[p] for p in partitions}
+    read = read_to_end(consumer, topic, starts, stored, settings.batch_max_events, _keep_headed())
+    if read.silent:
+        check_stored_offsets(stored, probe_log_bounds(consumer, topic, group.owns), group.owns)
+    last = dict(zip(read.messages.partitions, read.messages.offsets, strict=True))
+    if not last:
+        return None
+    return BatchPlan(topic, {p: (starts[p], offset + 1) for p, offset in last.items()}), None, read
 
 
 def ingest_until_caught_up(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
@@ -25,6 +25,9 @@ PROBE_TIMEOUT_S = 2.0
 # An end-of-partition event before the planned end is only believed once nothing follows it:
 # Tansu's wrong high watermark can raise it in the middle of the last record batch.
 EARLY_EOF_GRACE_S = 2.0
+# Reading to the end of the log, a partition that answers neither a message nor its end for this long is
+# given up on for the poll (ReadToEnd.silent): its start is past the log's end, or the broker is struggling.
+SILENT_AFTER_S = 10.0
 CONSUME_CHUNK = 10_000
 # _GC_NOTE: reading a batch allocates ~100k message objects, which triggers full garbage collections
 # over everything Dagster and dbt keep alive in a run process; with the collector paused while
@@ -207,87 +210,173 @@ def read_range(
     (for the trace contexts the batch's span links to); 0 reads no headers.
     """
     todo = {p: (start, end) for p, (start, end) in ranges.items() if end > start}
-    messages = RawMessages(topic)
     if not todo:
-        return messages
-    verify = {
-        p: stored.fingerprints[p]
-        for p, (start, _) in todo.items()
-        if start > 0 and stored.fingerprints.get(p) and stored.next_offset(p) == start
-    }
-    consumer.assign([TopicPartition(topic, p, start - 1 if p in verify else start) for p, (start, _) in todo.items()])
-    per_partition = {p: RawMessages(topic) for p in todo}
-    position = {p: start for p, (start, _) in todo.items()}
-    last_progress = time.monotonic()
-    early_eof: dict[int, int] = {}
-    collecting = gc.isenabled()
-    try:
-        gc.disable()  # see _GC_NOTE
-        while any(position[p] < end for p, (_, end) in todo.items()):
-            # Asking for no more than is left: consume(n) returns early only once n messages arrived.
-            remaining = sum(max(end - position[p], 0) for p, (_, end) in todo.items())
-            batch = consumer.consume(min(CONSUME_CHUNK, remaining + len(verify)), timeout=0.2)
-            idle_s = time.monotonic() - last_progress
-            if batch:
-                last_progress = time.monotonic()
-            elif early_eof and idle_s > EARLY_EOF_GRACE_S:
-                partition, at = next(iter(early_eof.items()))
+        return RawMessages(topic)
+    return _Read(consumer, topic, todo, stored, keep_headed).run().messages()
+
+
+@dataclass(frozen=True)
+class ReadToEnd:
+    """What :func:`read_to_end` found: the messages, and the log end of each partition whose end it reached."""
+
+    messages: RawMessages
+    log_ends: dict[int, int]
+    silent: list[int]
+    """Partitions that answered neither a message nor their end: a start past the log's end does that."""
+
+
+def read_to_end(
+    consumer: Consumer,
+    topic: str,
+    starts: dict[int, int],
+    stored: StoredOffsets,
+    max_events: int,
+    keep_headed: int = 0,
+) -> ReadToEnd:
+    """Each partition's messages from ``starts`` to the end of its log (at most ``max_events`` in all), in one
+    pass: what a following run lands each poll, without probing the end first.
+
+    On the embedded broker each fetch below the high watermark lists every stored record batch of the
+    partition (docs/performance.md, the soak), so a poll that probed the end and then read cost twice the
+    fetches. The end of log event carries the true end (the fetch's, not Tansu's wrong ListOffsets answer),
+    which also gives the lag. Checks the stored fingerprint as :func:`read_range` does.
+    """
+    read = _Read(consumer, topic, {p: (start, None) for p, start in starts.items()}, stored, keep_headed, max_events)
+    read.run()
+    answered = set(read.log_ends) | {p for p, got in read.per_partition.items() if len(got)}
+    return ReadToEnd(read.messages(), dict(read.log_ends), sorted(set(starts) - answered))
+
+
+class _Read:
+    """One assignment read: to a planned end per partition, or (end None) to the end of the log."""
+
+    def __init__(
+        self,
+        consumer: Consumer,
+        topic: str,
+        todo: Mapping[int, tuple[int, int | None]],
+        stored: StoredOffsets,
+        keep_headed: int,
+        max_events: int | None = None,
+    ) -> None:
+        self.consumer, self.topic, self.todo, self.keep_headed = consumer, topic, todo, keep_headed
+        self.max_events = max_events
+        self.verify = {
+            p: stored.fingerprints[p]
+            for p, (start, _) in todo.items()
+            if start > 0 and stored.fingerprints.get(p) and stored.next_offset(p) == start
+        }
+        self.per_partition = {p: RawMessages(topic) for p in todo}
+        self.position = {p: start for p, (start, _) in todo.items()}
+        self.log_ends: dict[int, int] = {}
+        """To the end: the partitions whose end of log was reached, at that offset."""
+        self.early_eof: dict[int, int] = {}
+        """To a planned end: partitions that reported their end before it."""
+        self.taken = 0
+
+    def _pending(self) -> bool:
+        if self.max_events is not None and self.taken >= self.max_events:
+            return False
+        return any(
+            p not in self.log_ends if end is None else self.position[p] < end for p, (_, end) in self.todo.items()
+        )
+
+    def _wanted(self) -> int:
+        """Messages still to ask for: consume(n) returns early only once n messages arrived."""
+        if self.max_events is not None:
+            return min(CONSUME_CHUNK, self.max_events - self.taken + len(self.verify))
+        remaining = sum(max(int(end or 0) - self.position[p], 0) for p, (_, end) in self.todo.items())
+        return min(CONSUME_CHUNK, remaining + len(self.verify))
+
+    def run(self) -> _Read:
+        to_end = self.max_events is not None
+        first = {p: start - 1 if p in self.verify else start for p, (start, _) in self.todo.items()}
+        self.consumer.assign([TopicPartition(self.topic, p, offset) for p, offset in first.items()])
+        last_progress = time.monotonic()
+        collecting = gc.isenabled()
+        try:
+            gc.disable()  # see _GC_NOTE
+            while self._pending():
+                batch = self.consumer.consume(self._wanted(), timeout=0.05 if to_end else 0.2)
+                idle_s = time.monotonic() - last_progress
+                if batch:
+                    last_progress = time.monotonic()
+                elif to_end and idle_s > SILENT_AFTER_S:
+                    break  # the partitions still open are silent (ReadToEnd.silent)
+                elif self.early_eof and idle_s > EARLY_EOF_GRACE_S:
+                    partition, at = next(iter(self.early_eof.items()))
+                    raise OffsetMismatchError(
+                        f"{self.topic}[{partition}] ended at offset {at} while offsets up to "
+                        f"{int(self.todo[partition][1] or 0) - 1} were planned: the log shrank. "
+                        + RESET_HINT.format(topic=self.topic)
+                    )
+                elif idle_s > STALL_TIMEOUT_S:
+                    raise TransientError(
+                        f"no progress reading {self.topic} for {STALL_TIMEOUT_S:.0f}s; positions {self.position}, "
+                        f"wanted {self.todo}"
+                    )
+                for message in batch:
+                    self._take(message)
+        finally:
+            if collecting:
+                gc.enable()
+            self.consumer.unassign()
+        return self
+
+    def _take(self, message: Message) -> None:
+        partition = int(message.partition() or 0)
+        error = message.error()
+        start, end = self.todo[partition]
+        if error is not None:
+            if error.code() == KafkaError._PARTITION_EOF:
+                if end is None:
+                    self.log_ends[partition] = max(_offset(message), self.position[partition])
+                elif self.position[partition] < end:
+                    self.early_eof[partition] = _offset(message)
+                return
+            if error.code() == KafkaError._AUTO_OFFSET_RESET:
                 raise OffsetMismatchError(
-                    f"{topic}[{partition}] ended at offset {at} while offsets up to {todo[partition][1] - 1} "
-                    "were planned: the log shrank. " + RESET_HINT.format(topic=topic)
+                    f"{self.topic}[{partition}]: offset {start} is out of range "
+                    f"({error}). " + RESET_HINT.format(topic=self.topic)
                 )
-            elif idle_s > STALL_TIMEOUT_S:
-                raise TransientError(
-                    f"no progress reading {topic} for {STALL_TIMEOUT_S:.0f}s; positions {position}, wanted {todo}"
+            raise TransientError(f"reading {self.topic}[{partition}] failed: {error}")
+        offset = _offset(message)
+        self.early_eof.pop(partition, None)
+        if offset < start:
+            if partition in self.verify and fingerprint(message.value()) != self.verify[partition]:
+                raise OffsetMismatchError(
+                    f"{self.topic}[{partition}] offset {offset} holds a different message than the one "
+                    "landed in Iceberg: the Kafka log was replaced. " + RESET_HINT.format(topic=self.topic)
                 )
-            for message in batch:
-                partition = int(message.partition() or 0)
-                error = message.error()
-                start, end = todo[partition]
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        if position[partition] < end:
-                            early_eof[partition] = _offset(message)
-                        continue
-                    if error.code() == KafkaError._AUTO_OFFSET_RESET:
-                        raise OffsetMismatchError(
-                            f"{topic}[{partition}]: offset {start} is out of range "
-                            f"({error}). " + RESET_HINT.format(topic=topic)
-                        )
-                    raise TransientError(f"reading {topic}[{partition}] failed: {error}")
-                offset = _offset(message)
-                early_eof.pop(partition, None)
-                if offset < start:
-                    if partition in verify and fingerprint(message.value()) != verify[partition]:
-                        raise OffsetMismatchError(
-                            f"{topic}[{partition}] offset {offset} holds a different message than the one "
-                            "landed in Iceberg: the Kafka log was replaced. " + RESET_HINT.format(topic=topic)
-                        )
-                    verify.pop(partition, None)
-                    continue
-                if offset >= end:
-                    continue
-                into = per_partition[partition]
-                into.offsets.append(offset)
-                into.keys.append(message.key())
-                into.values.append(message.value())
-                into.timestamps.append(message.timestamp()[1])
-                if keep_headed and len(into.headed) < keep_headed and (headers := message.headers()):
-                    pairs = list(headers.items()) if isinstance(headers, dict) else headers
-                    into.headed.append(HeadedMessage(partition, offset, pairs, message.value()))
-                position[partition] = offset + 1
-    finally:
-        if collecting:
-            gc.enable()
-        consumer.unassign()
-    for partition, read in sorted(per_partition.items()):
-        messages.partitions.extend([partition] * len(read))
-        messages.offsets.extend(read.offsets)
-        messages.keys.extend(read.keys)
-        messages.values.extend(read.values)
-        messages.timestamps.extend(read.timestamps)
-        messages.headed.extend(read.headed)
-    return messages
+            self.verify.pop(partition, None)
+            return
+        if offset < self.position[partition]:
+            return  # taken already
+        if (end is not None and offset >= end) or (self.max_events is not None and self.taken >= self.max_events):
+            return
+        self.log_ends.pop(partition, None)  # a message after an end of log event: the log went on
+        into = self.per_partition[partition]
+        into.offsets.append(offset)
+        into.keys.append(message.key())
+        into.values.append(message.value())
+        into.timestamps.append(message.timestamp()[1])
+        if self.keep_headed and len(into.headed) < self.keep_headed and (headers := message.headers()):
+            pairs = list(headers.items()) if isinstance(headers, dict) else headers
+            into.headed.append(HeadedMessage(partition, offset, pairs, message.value()))
+        self.position[partition] = offset + 1
+        self.taken += 1
+
+    def messages(self) -> RawMessages:
+        """Everything read, in (partition, offset) order."""
+        messages = RawMessages(self.topic)
+        for partition, read in sorted(self.per_partition.items()):
+            messages.partitions.extend([partition] * len(read))
+            messages.offsets.extend(read.offsets)
+            messages.keys.extend(read.keys)
+            messages.values.extend(read.values)
+            messages.timestamps.extend(read.timestamps)
+            messages.headed.extend(read.headed)
+        return messages
 
 
 def _timestamp_at(consumer: Consumer, topic: str, partition: int, offset: int) -> tuple[int, int]:

@@ -160,8 +160,13 @@ class LagProbe:
             self._consumer.close()
             self._consumer = None
 
-    def lag(self, next_offsets: Mapping[int, int]) -> int | None:
-        """Messages of the topic not landed, now (None if the broker did not answer; see ``error``)."""
+    def lag(self, next_offsets: Mapping[int, int], log_ends: Mapping[int, int] | None = None) -> int | None:
+        """Messages of the topic not landed, now (None if the broker did not answer; see ``error``).
+
+        ``log_ends``: each partition's end as the batch's read found it; when it covers every partition of
+        ``next_offsets``, the lag is computed from it and the broker is not asked (each probe is a fetch)."""
+        if log_ends is not None and next_offsets and set(log_ends) >= set(next_offsets):
+            return sum(max(log_ends[p] - offset, 0) for p, offset in next_offsets.items())
         if self._consumer is None:
             raise RuntimeError("LagProbe.lag() outside its `with` block")
         try:

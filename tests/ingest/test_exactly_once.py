@@ -102,6 +102,28 @@ def test_a_following_run_lands_what_arrives_after_its_range(backend: str, broker
     assert plan_next_run(settings, TOPIC) is None  # the stored offsets moved past what the run followed
 
 
+def test_a_following_run_stops_with_the_reset_hint_when_the_broker_restarts_under_it(
+    backend: str, broker: Settings
+) -> None:
+    produce(broker, 600)
+    settings = broker.model_copy(update={"ingest_poll_s": 0.2})
+    plan = plan_next_run(settings, TOPIC)
+    assert plan is not None
+
+    def restart_broker_once(batch: object) -> None:
+        if not restarted:
+            restarted.append(batch)
+            embedded_broker.stop(settings)
+            embedded_broker.start(settings)  # memory-only: the log starts again, shorter than what landed
+            create_topics(settings, settings.topic_partitions)
+            produce(settings, 60, seed=21)
+
+    restarted: list[object] = []
+    with pytest.raises(OffsetMismatchError, match="offsets reset --topic events.user_visit"):
+        land_run(settings, plan, follow_s=60.0, on_batch=restart_broker_once)
+    assert len(event_ids(settings, "user_visit")) == plan.size  # nothing of the new log landed
+
+
 def test_stored_offsets_equal_the_next_offsets_to_read(backend: str, broker: Settings) -> None:
     produce(broker, 2_000)
     ingest_until_caught_up(broker, TOPIC)

@@ -113,7 +113,8 @@ def build_raw_asset(event_type: EventType) -> dg.AssetsDefinition:
             def landed(batch: BatchResult) -> None:
                 context.log.info(f"landed {batch.rows_landed} rows of {batch.plan.ranges}")
                 if config.follow_s:  # a following run lasts minutes: show each micro-batch as it commits
-                    metadata = _batch_metadata(batch) | batch_figures(batch, probe.lag(batch.next_offsets))
+                    lag = probe.lag(batch.next_offsets, batch.log_ends)
+                    metadata = _batch_metadata(batch) | batch_figures(batch, lag)
                     context.log_event(dg.AssetMaterialization(raw_asset_key(event_type), metadata=metadata))
 
             batches = land_run(
