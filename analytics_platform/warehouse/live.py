@@ -83,9 +83,16 @@ class LiveRefresh:
 
 
 def live_facts_behind(settings: Settings) -> bool:
-    """Whether marts are published and their live facts are behind the raw tables' current snapshots."""
+    """Whether the published build has live facts and they are behind the raw tables' current snapshots.
+
+    A build without live pins has no live facts to keep current: the first full build publishes after
+    each of its steps, and a build of its snapshots step alone has none of the models the live facts
+    read (a follower started on it failed for good). Its daily step records the first live pins."""
     published = current_build(settings)
-    return published is not None and raw_snapshot_ids(settings) != (builds.read_pins(published, builds.LIVE_PINS) or {})
+    if published is None:
+        return False
+    live = builds.read_pins(published, builds.LIVE_PINS)
+    return live is not None and raw_snapshot_ids(settings) != live
 
 
 def refresh_live_facts(run_dbt: RunDbt, settings: Settings, log: Log) -> LiveRefresh | None:

@@ -132,6 +132,19 @@ def test_live_facts_follow_new_events_and_leave_the_other_marts_to_full_builds(b
     assert connections.current_build(broker) == live  # nothing new landed: nothing published
 
 
+def test_the_live_follower_waits_for_a_published_build_with_live_facts(broker: Settings) -> None:
+    """The first full build publishes after each of its steps, and its snapshots step's build has none of the
+    models the live facts read: a follower launched on it failed for good (the quick soak of 2026-12-04)."""
+    land(broker, 500, seed=3)
+    early = builds.prepare_build(broker, load_catalog(broker))  # raw views, no models: an early step's build
+    builds.publish(broker, early)
+    assert sensor_requests(broker) == 0
+    build_marts(broker)
+    assert sensor_requests(broker) == 0
+    land(broker, 500, seed=4)
+    assert sensor_requests(broker) == 1
+
+
 def test_a_build_that_started_before_a_live_refresh_catches_up_before_publishing(broker: Settings) -> None:
     first = land(broker, 2_000, seed=1)
     build_marts(broker)

@@ -173,5 +173,5 @@ def live_facts_sensor(context: dg.SensorEvaluationContext, platform: PlatformRes
             "log, fix the cause and re-execute it from the Dagster UI"
         )
     if not live_facts_behind(settings):
-        return dg.SensorResult(skip_reason="no marts published yet, or their live facts are current")
+        return dg.SensorResult(skip_reason="no full marts build has published live facts yet, or they are current")
     return dg.SensorResult(run_requests=[dg.RunRequest(run_config=follow_run_config(settings.marts_follow_s))])
