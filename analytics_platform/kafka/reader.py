@@ -2,7 +2,8 @@
 
 Offsets live in Iceberg, so the consumer never joins a group: it is assigned the partitions at the
 stored positions and reads to a known end. The end is probed by reading the log's tail rather than
-trusted from the high watermark, which Tansu reports as the base offset of the last batch + 1.
+trusted from the high watermark, which Tansu reports as the base offset of the last batch + 1; a
+following run instead reads to the end of the log in one pass (:func:`read_to_end`).
 """
 
 from __future__ import annotations
