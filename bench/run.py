@@ -370,6 +370,8 @@ def report(
         print(f"median raw commit per minute of the run (s): {commits}")
     if "soak" in results:
         print(f"soak: raw p95 per window (s): {', '.join(f'{v:.1f}' for v in results['soak']['raw_p95_by_window_s'])}")
+        commits = ", ".join(f"{value:.2f}" for value in results["soak"]["commit_median_by_window_s"])
+        print(f"soak: median commit per window (s): {commits}")
         print(f"soak: most files per partition per sample: {results['soak']['files_per_partition_by_sample']}")
         busy = ", ".join(f"{value:.0%}" for value in results["soak"]["cpu_busy_by_sample"])
         print(f"soak: machine CPU busy per sample: {busy}")

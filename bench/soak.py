@@ -11,7 +11,7 @@ message is matched to its raw row by topic, partition and offset:
 * produce -> raw latency of each message: the Kafka timestamp (set by the producer) to the commit time
   of the snapshot that landed it (kept snapshots from the table, expired ones from raw.ingest_snapshots),
   p95 per window (5 minutes; a sixth of the run with ``--quick``), and its trend (least-squares slope);
-* commit time: the median of the micro-batch commits in the first and the last sixth of the run;
+* commit time: the median of the micro-batch commits in the first and the last sixth of the run, and per window;
 * ingest RSS: the largest ingest process in the last sixth against the first;
 * files per partition: the most data files any raw day partition held, over time;
 * where the CPU went: each minute, the machine's busy share of all cores and the CPU seconds of each Dagster
@@ -381,6 +381,10 @@ def _figures(
         values = [seconds for at, seconds in commits if low <= at - started < high]
         return statistics.median(values) if values else None
 
+    commits_by_window: dict[int, list[float]] = defaultdict(list)
+    for at, seconds in commits:
+        commits_by_window[int((at - started) // window_s)].append(seconds)
+
     first_rss = [s["ingest_rss_mb"] for s in samples if s["at_s"] < sixth and s["ingest_rss_mb"] is not None]
     last_rss = [s["ingest_rss_mb"] for s in samples if s["at_s"] >= 5 * sixth and s["ingest_rss_mb"] is not None]
     return {
@@ -397,6 +401,7 @@ def _figures(
         "commit_median_first_s": commit_median(0, sixth),
         "commit_median_last_s": commit_median(5 * sixth, float("inf")),
         "commits": len(commits),
+        "commit_median_by_window_s": [statistics.median(values) for _, values in sorted(commits_by_window.items())],
         "ingest_rss_first_mb": max(first_rss, default=None),
         "ingest_rss_last_mb": max(last_rss, default=None),
         "ingest_runs_seen": len(peak),
