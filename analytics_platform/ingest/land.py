@@ -394,13 +394,14 @@ def land_run(
         while time.monotonic() < deadline:
             time.sleep(min(settings.ingest_poll_s, max(deadline - time.monotonic(), 0)))
             if arrived := _arrived(settings, catalog, table, consumer, plan.topic, group):
-                land(*arrived)
+                batch, found = arrived
+                land(batch, found=found)
     return results
 
 
 def _arrived(
     settings: Settings, catalog: Catalog, table: Table, consumer: Consumer, topic: str, group: PartitionGroup
-) -> tuple[BatchPlan, None, ReadToEnd | None] | None:
+) -> tuple[BatchPlan, ReadToEnd | None] | None:
     """What a following run lands next, and the read that found it: from the stored offsets to the end of
     the log in one pass (:func:`read_to_end`, one fetch per partition where planning first took two). A
     partition never landed starts at the log's first offset, so that poll plans from the log's bounds; a
@@ -410,7 +411,7 @@ def _arrived(
     partitions = [p for p in topic_partitions(consumer, topic) if group.owns(p)]
     if any(p not in stored.next_offsets for p in partitions):
         planned = plan_next_batch(settings, topic, catalog=catalog, consumer=consumer, group=group)
-        return None if planned is None else (planned, None, None)
+        return None if planned is None else (planned, None)
     starts = {p: stored.next_offsets[p] for p in partitions}
     read = read_to_end(consumer, topic, starts, stored, settings.batch_max_events, _keep_headed())
     if read.silent:
@@ -418,7 +419,7 @@ def _arrived(
     last = dict(zip(read.messages.partitions, read.messages.offsets, strict=True))
     if not last:
         return None
-    return BatchPlan(topic, {p: (starts[p], offset + 1) for p, offset in last.items()}), None, read
+    return BatchPlan(topic, {p: (starts[p], offset + 1) for p, offset in last.items()}), read
 
 
 def ingest_until_caught_up(

@@ -9,6 +9,7 @@ following run instead reads to the end of the log in one pass (:func:`read_to_en
 from __future__ import annotations
 
 import gc
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -262,6 +263,7 @@ class _Read:
     ) -> None:
         self.consumer, self.topic, self.todo, self.keep_headed = consumer, topic, todo, keep_headed
         self.max_events = max_events
+        self.limit = sys.maxsize if max_events is None else max_events
         self.verify = {
             p: stored.fingerprints[p]
             for p, (start, _) in todo.items()
@@ -276,7 +278,7 @@ class _Read:
         self.taken = 0
 
     def _pending(self) -> bool:
-        if self.max_events is not None and self.taken >= self.max_events:
+        if self.taken >= self.limit:
             return False
         return any(
             p not in self.log_ends if end is None else self.position[p] < end for p, (_, end) in self.todo.items()
@@ -351,11 +353,10 @@ class _Read:
                 )
             self.verify.pop(partition, None)
             return
-        if offset < self.position[partition]:
-            return  # taken already
-        if (end is not None and offset >= end) or (self.max_events is not None and self.taken >= self.max_events):
+        if (end is not None and offset >= end) or self.taken >= self.limit:
             return
-        self.log_ends.pop(partition, None)  # a message after an end of log event: the log went on
+        if self.log_ends:
+            self.log_ends.pop(partition, None)  # a message after an end of log event: the log went on
         into = self.per_partition[partition]
         into.offsets.append(offset)
         into.keys.append(message.key())
