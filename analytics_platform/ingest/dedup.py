@@ -20,38 +20,61 @@ from pyiceberg.types import TimestamptzType
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+PIECES = 16  # the window read from the table is cut into this many pieces, dropped one by one as ids age out
+
+
 @dataclass(frozen=True)
 class RecentEventIds:
-    """The event_ids of the dedup window and their 64-bit hashes, computed once as rows land.
+    """The event_ids of the dedup window, oldest first, with their 64-bit hashes, computed once as rows land.
 
-    A batch is looked up by hash (a string ``is_in`` of 100k ids against a 1M-id window took 0.3-0.5 s,
-    half of a batch's decode; the hash lookup ~30 ms), and only the rare hash matches are confirmed
-    against the ids themselves, so a collision never rejects an event.
+    A batch is looked up by hash: the window's hashes are probed against a set of the batch's (a string
+    ``is_in`` of 100k ids against a 1M-id window took 0.3-0.5 s, half of a batch's decode), and only the
+    window's rows whose hash matched are compared as strings, so a collision never rejects an event.
+
+    The window is kept in pieces with memory of their own (each batch's, and the window read from the
+    table cut in ``PIECES``), and the oldest piece is dropped once the newer ones hold the window: memory
+    stays at the window's size plus a piece, with no copy of the window per batch. Slicing one growing
+    series instead kept every batch's strings alive until the whole read window had aged out.
     """
 
-    ids: pl.Series
-    hashes: pl.Series
+    pieces: tuple[pl.DataFrame, ...]  # columns event_id and hash
 
     @classmethod
     def of(cls, ids: pl.Series) -> RecentEventIds:
-        return cls(ids, ids.hash())
+        step = max(1, -(-len(ids) // PIECES))
+        return cls(tuple(_piece(ids.slice(start, step)) for start in range(0, len(ids), step)))
 
     @classmethod
     def empty(cls) -> RecentEventIds:
-        return cls.of(pl.Series("event_id", [], dtype=pl.String))
+        return cls(())
+
+    def _window(self) -> pl.DataFrame:
+        return pl.concat(self.pieces, rechunk=False) if self.pieces else _piece(pl.Series([], dtype=pl.String))
+
+    @property
+    def ids(self) -> pl.Series:
+        return self._window()["event_id"]
 
     def contains(self, ids: pl.Series) -> pl.Series:
         """Per id of ``ids``: whether it is in the window."""
-        hashes = ids.hash()
-        maybe = hashes.is_in(self.hashes.implode())
-        if not maybe.any():
-            return maybe
-        suspects = self.ids.filter(self.hashes.is_in(hashes.filter(maybe).implode()))
-        return maybe & ids.is_in(suspects.implode())
+        window = self._window()
+        matched = window.filter(pl.col("hash").is_in(ids.hash().implode()))["event_id"]
+        return ids.is_in(matched.implode())
 
     def extended(self, ids: pl.Series, size: int) -> RecentEventIds:
-        """This window with ``ids`` appended, keeping the newest ``size``."""
-        return RecentEventIds(pl.concat([self.ids, ids]).tail(size), pl.concat([self.hashes, ids.hash()]).tail(size))
+        """This window with ``ids`` appended, keeping at least the newest ``size``: the oldest pieces are
+        dropped while the rest hold ``size`` ids."""
+        pieces = [*self.pieces, _piece(ids)]
+        held = sum(piece.height for piece in pieces)
+        while pieces and held - pieces[0].height >= size:
+            held -= pieces.pop(0).height
+        return RecentEventIds(tuple(pieces))
+
+
+def _piece(ids: pl.Series) -> pl.DataFrame:
+    """``ids`` and their hashes in memory of their own: a slice of a series keeps all of its strings alive."""
+    own = pl.Series("event_id", ids.to_arrow(), dtype=pl.String)
+    return pl.DataFrame([own, own.hash().alias("hash")])
 
 
 def _window_cutoff(table: Table, window: int) -> datetime | None:

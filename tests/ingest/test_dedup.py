@@ -26,8 +26,22 @@ def test_extended_keeps_the_newest_ids_only() -> None:
     assert window.contains(ids("a", "b", "d")).to_list() == [False, True, True]
 
 
+def test_the_window_drops_its_oldest_pieces_once_the_newer_ones_hold_it() -> None:
+    landed = [f"e{n}" for n in range(32)]
+    window = RecentEventIds.of(ids(*landed))  # 16 pieces of 2
+    for batch in range(10):
+        new = [f"b{batch}-{n}" for n in range(5)]
+        landed += new
+        window = window.extended(ids(*new), size=32)
+        held = window.ids.to_list()
+        assert held == landed[-len(held) :], "the newest ids, in order"
+        assert 32 <= len(held) < 32 + 5, "at least the window, never a whole batch more"
+    assert window.contains(ids("e0", landed[-1], landed[-32])).to_list() == [False, True, True]
+
+
 def test_a_hash_collision_is_confirmed_against_the_ids_themselves() -> None:
     window = RecentEventIds.of(ids("a", "b"))
     # Pretend "zzz" collides with "a": same hash, different id. It must not count as already landed.
-    colliding = RecentEventIds(window.ids, pl.Series([ids("zzz").hash()[0], window.hashes[1]]))
-    assert colliding.contains(ids("zzz", "b")).to_list() == [False, True]
+    colliding = pl.DataFrame({"event_id": ["a", "b"], "hash": [ids("zzz").hash()[0], ids("b").hash()[0]]})
+    assert RecentEventIds((colliding,)).contains(ids("zzz", "b")).to_list() == [False, True]
+    assert window.contains(ids("zzz", "b")).to_list() == [False, True]
