@@ -202,15 +202,6 @@ class Settings(BaseSettings):
         description="How often the live follower brings the live facts up to the latest raw snapshots (when "
         "they moved); each time costs a dbt run of the live models over the minutes the new rows touched.",
     )
-    batch_niceness: int = Field(
-        default=10,
-        ge=0,
-        le=19,
-        description="How far below ingestion's CPU priority (Unix nice) marts builds, the live follower, "
-        "maintenance and the anomaly checks run: where they share cores with ingestion, ingestion keeps landing "
-        "within seconds and batch work takes the CPU it leaves (docs/operations.md#cpu-priority). 0: the same "
-        "priority.",
-    )
     raw_snapshots_kept: int = Field(
         default=10,
         ge=1,

@@ -11,16 +11,9 @@ last, over the run launcher's and the code location's defaults, so these sizes h
 Memory is requested and limited alike (a run over it is OOM-killed, and run monitoring fails it so its
 sensor requests the same work again); CPU is requested but not limited, so a run may use an idle core.
 Sizes are the peaks ``make bench`` measures (docs/performance.md) with headroom, where it measures them.
-
-Batch work (marts builds, the live follower, maintenance, anomaly checks) runs below ingestion's CPU priority
-(``PLATFORM_BATCH_NICENESS``): where runs share cores, as in ``make dev``, the latest events keep landing
-within seconds and a build takes what CPU is left (docs/operations.md#cpu-priority).
 """
 
-import os
 from dataclasses import dataclass
-
-from analytics_platform.settings import Settings
 
 WORKLOAD_TAG = "analytics_platform/workload"
 K8S_CONFIG_TAG = "dagster-k8s/config"
@@ -33,17 +26,10 @@ class Workload:
     name: str
     cpu: str
     memory: str
-    batch: bool = False  # yields the CPU to ingestion (PLATFORM_BATCH_NICENESS)
 
     def tags(self) -> dict[str, object]:
         resources = {"requests": {"cpu": self.cpu, "memory": self.memory}, "limits": {"memory": self.memory}}
         return {WORKLOAD_TAG: self.name, K8S_CONFIG_TAG: {"container_config": {"resources": resources}}}
-
-    def lower_priority(self, settings: Settings) -> None:
-        """Batch work: lower the calling thread's CPU priority to ``PLATFORM_BATCH_NICENESS`` (never raise it),
-        for it and what it starts from now on (dbt, DuckDB's threads). Call it where the op begins."""
-        if self.batch and os.getpriority(os.PRIO_PROCESS, 0) < settings.batch_niceness:
-            os.setpriority(os.PRIO_PROCESS, 0, settings.batch_niceness)
 
 
 # An ingest run peaks at 1.1-1.4 GiB at the default PLATFORM_BATCH_MAX_EVENTS and PLATFORM_RUN_MAX_EVENTS
@@ -53,10 +39,10 @@ INGEST = Workload("ingest", cpu="500m", memory="2Gi")
 # Replays decode and land like ingestion, one bounded batch at a time.
 REPLAY = Workload("replay", cpu="500m", memory="2Gi")
 # A full build of 10 million events peaks at 3.4-5.2 GiB; dbt runs two models at once (profiles.yml threads).
-MARTS = Workload("marts", cpu="2", memory="8Gi", batch=True)
+MARTS = Workload("marts", cpu="2", memory="8Gi")
 # A dbt run of the live models over the days new rows touched, every few seconds (not measured alone).
-LIVE = Workload("live", cpu="1", memory="4Gi", batch=True)
+LIVE = Workload("live", cpu="1", memory="4Gi")
 # A compaction or retention rewrite holds about PLATFORM_COMPACT_TARGET_MB (128 MB) of rows at a time.
-MAINTENANCE = Workload("maintenance", cpu="1", memory="2Gi", batch=True)
+MAINTENANCE = Workload("maintenance", cpu="1", memory="2Gi")
 # The anomaly checks query the published marts and the raw tables' metadata (not measured alone).
-QUALITY = Workload("quality", cpu="1", memory="2Gi", batch=True)
+QUALITY = Workload("quality", cpu="1", memory="2Gi")

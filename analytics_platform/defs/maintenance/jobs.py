@@ -48,7 +48,6 @@ def compact_raw_tables_op(
 ) -> dg.Output[None]:
     """Rewrite the small files of the raw days that are due (finished, or today's past the small-file count) into
     files of the target size."""
-    MAINTENANCE.lower_priority(platform.settings())
     with honest_failures(context):
         rewrites = compact_raw_tables(platform.settings(), dry_run=config.dry_run, progress=context.log.info)
     if not config.dry_run:
@@ -70,7 +69,6 @@ def expire_raw_snapshots_op(
     context: dg.OpExecutionContext, config: MaintenanceConfig, platform: PlatformResource
 ) -> dg.Output[None]:
     """Expire old snapshots and delete the files unreferenced for PLATFORM_ORPHAN_GRACE_HOURS."""
-    MAINTENANCE.lower_priority(platform.settings())
     with honest_failures(context):
         cleanups = expire_and_clean(platform.settings(), dry_run=config.dry_run, progress=context.log.info)
     return dg.Output(
@@ -90,7 +88,6 @@ def apply_raw_retention_op(
     context: dg.OpExecutionContext, config: MaintenanceConfig, platform: PlatformResource
 ) -> dg.Output[None]:
     """Move raw days past PLATFORM_RAW_HOT_DAYS to cold storage, delete those past the retention settings."""
-    MAINTENANCE.lower_priority(platform.settings())
     with honest_failures(context):
         report = apply_retention(platform.settings(), dry_run=config.dry_run, progress=context.log.info)
     if not config.dry_run:

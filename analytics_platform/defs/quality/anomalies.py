@@ -110,7 +110,6 @@ def anomaly_checks() -> dg.AssetChecksDefinition:
         context: dg.AssetCheckExecutionContext, platform: PlatformResource
     ) -> Iterator[dg.AssetCheckResult]:
         settings = platform.settings()
-        QUALITY.lower_priority(settings)
         selected = context.selected_asset_check_keys
         results = []
         with honest_failures(context.op_execution_context):

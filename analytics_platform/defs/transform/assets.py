@@ -26,7 +26,6 @@ from analytics_platform.defs.transform.partitions import DAILY_TAG, daily_partit
 from analytics_platform.defs.transform.project import dbt_manifest, dbt_project
 from analytics_platform.defs.transform.published import PublishedMartsResource, observe_published
 from analytics_platform.defs.transform.translator import PlatformDbtTranslator
-from analytics_platform.defs.workloads import MARTS
 from analytics_platform.lakehouse.catalog import load_catalog
 from analytics_platform.operations import tracing
 from analytics_platform.warehouse import builds, live
@@ -55,7 +54,6 @@ def published_build(
     ``as_of``: the raw views show only rows ingested by then (a replay from a known good checkpoint).
     Traced as a span ``build marts`` (docs/operations.md#tracing)."""
     settings = platform.settings()
-    MARTS.lower_priority(settings)
     tracing.setup(settings)
 
     def run_dbt(args: list[str], target: Path) -> None:

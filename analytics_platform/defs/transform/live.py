@@ -92,7 +92,6 @@ def follow_live_facts_op(
     materialization of the live models' touched partitions, and sends the changed headline values to
     the metrics topic (a materialization of it)."""
     settings = platform.settings()
-    LIVE.lower_priority(settings)
     metrics = MetricsPublisher(settings)
 
     def run_dbt(args: list[str], target: Path) -> None:
