@@ -8,6 +8,7 @@ dedup and the raw ``unique_event_ids`` check catch what slips past it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -20,7 +21,7 @@ from pyiceberg.types import TimestamptzType
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-PIECES = 16  # the window read from the table is cut into this many pieces, dropped one by one as ids age out
+PIECES = 16  # the window is read in pieces of at most 1/PIECES of its size, dropped one by one as ids age out
 
 
 @dataclass(frozen=True)
@@ -41,15 +42,21 @@ class RecentEventIds:
 
     @classmethod
     def of(cls, ids: pl.Series) -> RecentEventIds:
-        step = max(1, -(-len(ids) // PIECES))
-        return cls(tuple(_piece(ids.slice(start, step)) for start in range(0, len(ids), step)))
+        return cls.read([ids.to_arrow()], max(1, -(-len(ids) // PIECES)))
+
+    @classmethod
+    def read(cls, batches: Iterable[pa.Array | pa.ChunkedArray], piece_rows: int) -> RecentEventIds:
+        """The window from its ids as they are read, converted batch by batch into pieces of at most
+        ``piece_rows``: the window is never held whole as one table and one series besides its pieces."""
+        pieces = (batch.slice(start, piece_rows) for batch in batches for start in range(0, len(batch), piece_rows))
+        return cls(tuple(map(_piece, pieces)))
 
     @classmethod
     def empty(cls) -> RecentEventIds:
         return cls(())
 
     def _window(self) -> pl.DataFrame:
-        return pl.concat(self.pieces, rechunk=False) if self.pieces else _piece(pl.Series([], dtype=pl.String))
+        return pl.concat(self.pieces, rechunk=False) if self.pieces else _piece(pa.array([], pa.string()))
 
     @property
     def ids(self) -> pl.Series:
@@ -64,16 +71,17 @@ class RecentEventIds:
     def extended(self, ids: pl.Series, size: int) -> RecentEventIds:
         """This window with ``ids`` appended, keeping at least the newest ``size``: the oldest pieces are
         dropped while the rest hold ``size`` ids."""
-        pieces = [*self.pieces, _piece(ids)]
+        pieces = [*self.pieces, _piece(ids.to_arrow())]
         held = sum(piece.height for piece in pieces)
         while pieces and held - pieces[0].height >= size:
             held -= pieces.pop(0).height
         return RecentEventIds(tuple(pieces))
 
 
-def _piece(ids: pl.Series) -> pl.DataFrame:
-    """``ids`` and their hashes in memory of their own: a slice of a series keeps all of its strings alive."""
-    own = pl.Series("event_id", ids.to_arrow(), dtype=pl.String)
+def _piece(ids: pa.Array | pa.ChunkedArray) -> pl.DataFrame:
+    """``ids`` and their hashes in memory of their own: polars copies Arrow strings into its own, where a
+    slice of a polars series would keep all of the series' strings alive."""
+    own = pl.Series("event_id", ids, dtype=pl.String)
     return pl.DataFrame([own, own.hash().alias("hash")])
 
 
@@ -102,21 +110,21 @@ def _window_cutoff(table: Table, window: int) -> datetime | None:
     return None if cutoff is None else EPOCH + timedelta(microseconds=cutoff)
 
 
-def recent_event_ids(table: Table, window: int) -> pl.Series:
-    """The event_ids of (at least) the ``window`` most recently landed rows: the cross-batch dedup set.
+def recent_event_ids(table: Table, window: int) -> Iterator[pa.Array]:
+    """The event_ids of (at least) the ``window`` most recently landed rows, batch by batch as read: the
+    cross-batch dedup set.
 
     Bounded on purpose: checking against the whole table would make every batch cost as much as the
     table is big. The window is found from the data files' ``ingested_at`` bounds and row counts (not
     from snapshot history, which is expired) and read with a filter on ``ingested_at``, which Iceberg's
     column metrics turn into skipping every older data file.
     """
-    empty = pl.Series("event_id", [], dtype=pl.String)
     if window == 0 or table.current_snapshot() is None:
-        return empty
+        return
     cutoff = _window_cutoff(table, window)
     row_filter = f"ingested_at >= '{cutoff.isoformat()}'" if cutoff is not None else "true"
-    scan = table.scan(row_filter=row_filter, selected_fields=("event_id",))
-    return pl.Series("event_id", scan.to_arrow().column("event_id"), dtype=pl.String)
+    for batch in table.scan(row_filter=row_filter, selected_fields=("event_id",)).to_arrow_batch_reader():
+        yield batch.column("event_id")
 
 
 @dataclass
@@ -129,7 +137,7 @@ class DedupWindow:
 
     @classmethod
     def read(cls, table: Table, size: int) -> DedupWindow:
-        return cls(size, RecentEventIds.of(recent_event_ids(table, size)))
+        return cls(size, RecentEventIds.read(recent_event_ids(table, size), max(1, -(-size // PIECES))))
 
     def extend(self, landed: pa.ChunkedArray | pa.Array) -> None:
         if self.size:

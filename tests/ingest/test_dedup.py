@@ -39,6 +39,23 @@ def test_the_window_drops_its_oldest_pieces_once_the_newer_ones_hold_it() -> Non
     assert window.contains(ids("e0", landed[-1], landed[-32])).to_list() == [False, True, True]
 
 
+def _bytes_held(series: pl.Series) -> int:
+    """The bytes of every buffer ``series`` keeps alive (polars' estimated size counts only what it shows)."""
+    return series.to_arrow(compat_level=pl.CompatLevel.newest()).get_total_buffer_size()
+
+
+def test_each_piece_holds_only_its_own_strings() -> None:
+    landed = ids(*[f"{n:040d}" for n in range(160_000)])  # 6.4 MB of ids, read as one batch
+    window = RecentEventIds.read([landed.to_arrow()], piece_rows=10_000)
+    assert [piece.height for piece in window.pieces] == [10_000] * 16
+    one_piece = 10_000 * (40 + 16)  # each id's characters and its view
+    assert all(_bytes_held(piece["event_id"]) < 1.5 * one_piece for piece in window.pieces)
+    newer = ids(*[f"new-{n}" for n in range(10)])
+    window = window.extended(newer, size=30_000)  # keeps the last three pieces and the new one
+    assert window.ids.to_list() == landed[-30_000:].to_list() + newer.to_list()
+    assert _bytes_held(window.ids) < 1.5 * 3 * one_piece + 1_000
+
+
 def test_a_hash_collision_is_confirmed_against_the_ids_themselves() -> None:
     window = RecentEventIds.of(ids("a", "b"))
     # Pretend "zzz" collides with "a": same hash, different id. It must not count as already landed.
