@@ -1,6 +1,6 @@
 """Why the raw commit creeps, and that it no longer does: N small appends into one raw table.
 
-    python bench/profile_commit.py [--commits N] [--rows R] [--fast-append] [--pyinstrument]
+    python bench/profile_commit.py [--commits N] [--rows R] [--compact-every C] [--fast-append] [--pyinstrument]
 
 Creates ``raw.user_visit`` the platform's way (``ensure_raw_table`` on the SQL catalog in a temporary home)
 and commits N micro-batches of R rows exactly as a following ingest run does: read the stored offsets,
@@ -10,6 +10,8 @@ the ingest run reports as ``commit``), the median CPU seconds of the append (thi
 other processes on the machine do not change), the median seconds of the expiry, and what the table's
 metadata then holds: manifests in the current snapshot, live data files, snapshots, the metadata JSON's size.
 
+``--compact-every C`` runs compaction (``compact_table``, what the scheduled job and the small-files sensor run)
+after every C commits, as the soak interleaves it with ingestion: what it leaves behind is in the next commits.
 ``--fast-append`` switches manifest merging off again (the table properties before the fix), to compare;
 ``--snapshots-kept 50`` keeps as many snapshots as before the fix.
 ``--pyinstrument`` profiles the last 50 commits and prints the call tree.
@@ -69,12 +71,17 @@ def main() -> None:
     parser.add_argument(
         "--fast-append", action="store_true", help="manifest merging off: the properties before the fix"
     )
+    parser.add_argument(
+        "--previous-versions-max", type=int, help="write.metadata.previous-versions-max (the table's setting if unset)"
+    )
+    parser.add_argument("--compact-every", type=int, help="compact the table after every this many commits")
     parser.add_argument("--pyinstrument", action="store_true", help="profile the last 50 commits")
     parser.add_argument("--snapshots-kept", type=int, help="PLATFORM_RAW_SNAPSHOTS_KEPT (default: the setting's)")
     args = parser.parse_args()
 
     from analytics_platform.contracts.envelope import event_types
     from analytics_platform.lakehouse.catalog import load_catalog
+    from analytics_platform.lakehouse.compaction import compact_table
     from analytics_platform.lakehouse.lineage import record_before_expiry
     from analytics_platform.lakehouse.offsets import offsets_properties, stored_offsets
     from analytics_platform.lakehouse.snapshots import INGESTED_AT_KEY, expire_old_snapshots
@@ -91,6 +98,9 @@ def main() -> None:
         if args.fast_append:
             with table.transaction() as transaction:
                 transaction.set_properties({"commit.manifest-merge.enabled": "false"})
+        if args.previous_versions_max is not None:
+            with table.transaction() as transaction:
+                transaction.set_properties({"write.metadata.previous-versions-max": str(args.previous_versions_max)})
         print(f"table properties: {dict(sorted(table.properties.items()))}")
         schema = table.schema().as_arrow()
         appends: list[float] = []
@@ -125,6 +135,10 @@ def main() -> None:
                 lambda expiring: record_before_expiry(catalog, settings, table, expiring),
             )
             expiries.append(time.perf_counter() - clock)
+            if args.compact_every and (batch + 1) % args.compact_every == 0:
+                compacted = compact_table(settings, table, datetime.now(UTC), progress=lambda _: None)
+                if compacted:
+                    print(f"{batch + 1:>7} compacted {sum(r.files_before for r in compacted)} files")
             if (batch + 1) % EVERY == 0:
                 snapshot = table.current_snapshot()
                 assert snapshot is not None

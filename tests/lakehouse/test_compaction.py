@@ -29,7 +29,11 @@ from analytics_platform.lakehouse.lineage import landings, record_before_expiry,
 from analytics_platform.lakehouse.maintenance import MAINTENANCE_KEY, carried_offsets
 from analytics_platform.lakehouse.offsets import NEXT_OFFSETS_KEY, stored_offsets
 from analytics_platform.lakehouse.snapshots import event_times_since, expire_old_snapshots, properties
-from analytics_platform.lakehouse.tables import MANIFEST_MERGE_PROPERTIES, ensure_raw_table
+from analytics_platform.lakehouse.tables import (
+    MANIFEST_MERGE_PROPERTIES,
+    SHORT_METADATA_LOG_PROPERTIES,
+    ensure_raw_table,
+)
 from analytics_platform.serving.events import lake_connection
 from analytics_platform.settings import Settings, get_settings
 from analytics_platform.sim.generator import generate_events
@@ -204,24 +208,24 @@ def test_compaction_keeps_offsets_lineage_and_touched_days(broker: Settings) -> 
 
 def test_manifests_per_snapshot_stay_bounded() -> None:
     """The commit crept because each fast append added a manifest whose list every later commit read and
-    rewrote, and each commit deep-copies the metadata listing every kept snapshot (bench/profile_commit.py).
-    Merged and expired, a snapshot holds a bounded number of manifests and the metadata a bounded number of
-    snapshots, however many commits came before."""
+    rewrote, and each commit deep-copies the metadata listing every kept snapshot and the previous metadata
+    files (bench/profile_commit.py). Merged and expired, a snapshot holds a bounded number of manifests and
+    the metadata a bounded number of snapshots and of metadata files, however many commits came before."""
     settings = get_settings().model_copy(update={"raw_snapshots_kept": 3})
     catalog = load_catalog(settings)
     table = ensure_raw_table(catalog, settings, USER_VISIT)
     with table.transaction() as transaction:  # as a table created before manifests were merged
-        transaction.remove_properties(*MANIFEST_MERGE_PROPERTIES)
+        transaction.remove_properties(*MANIFEST_MERGE_PROPERTIES, *SHORT_METADATA_LOG_PROPERTIES)
     assert "commit.manifest-merge.enabled" not in table.properties
     table = ensure_raw_table(catalog, settings, USER_VISIT)  # an existing table gets the new properties
-    assert MANIFEST_MERGE_PROPERTIES.items() <= table.properties.items()
+    assert (MANIFEST_MERGE_PROPERTIES | SHORT_METADATA_LOG_PROPERTIES).items() <= table.properties.items()
     assert table.properties["commit.retry.num-retries"] == "0"
 
     merge_count = 5  # the platform's count (MANIFEST_MERGE_PROPERTIES) merges every 50 commits: too slow here
     with table.transaction() as transaction:
         transaction.set_properties({"commit.manifest.min-count-to-merge": str(merge_count)})
     schema = table.schema().as_arrow()
-    manifests, snapshots = [], []
+    manifests, snapshots, metadata_files = [], [], []
     for index in range(4 * merge_count):
         row = {
             "event_id": f"e{index}",
@@ -244,6 +248,8 @@ def test_manifests_per_snapshot_stay_bounded() -> None:
         assert snapshot is not None
         manifests.append(len(snapshot.manifests(table.io)))
         snapshots.append(len(table.snapshots()))
+        metadata_files.append(len(table.metadata.metadata_log))
     assert max(manifests) <= merge_count and manifests.count(1) >= 3  # merged into one, again and again
     assert max(snapshots) <= 2 * settings.raw_snapshots_kept
+    assert metadata_files[-1] == max(metadata_files) == 10  # the metadata lists the last 10 metadata files only
     assert table.scan().to_arrow().num_rows == 4 * merge_count
