@@ -42,7 +42,7 @@ class RecentEventIds:
 
     @classmethod
     def of(cls, ids: pl.Series) -> RecentEventIds:
-        return cls.read([ids.to_arrow()], max(1, -(-len(ids) // PIECES)))
+        return cls.read([ids.to_arrow()], piece_rows(len(ids)))
 
     @classmethod
     def read(cls, batches: Iterable[pa.Array | pa.ChunkedArray], piece_rows: int) -> RecentEventIds:
@@ -62,20 +62,28 @@ class RecentEventIds:
     def ids(self) -> pl.Series:
         return self._window()["event_id"]
 
+    def __len__(self) -> int:
+        return sum(piece.height for piece in self.pieces)
+
     def contains(self, ids: pl.Series) -> pl.Series:
         """Per id of ``ids``: whether it is in the window."""
         window = self._window()
         matched = window.filter(pl.col("hash").is_in(ids.hash().implode()))["event_id"]
         return ids.is_in(matched.implode())
 
-    def extended(self, ids: pl.Series, size: int) -> RecentEventIds:
-        """This window with ``ids`` appended, keeping at least the newest ``size``: the oldest pieces are
-        dropped while the rest hold ``size`` ids."""
-        pieces = [*self.pieces, _piece(ids.to_arrow())]
-        held = sum(piece.height for piece in pieces)
+    def extended(self, ids: pa.Array | pa.ChunkedArray, size: int) -> RecentEventIds:
+        """This window with ``ids`` (as landed) appended, keeping at least the newest ``size``: the oldest
+        pieces are dropped while the rest hold ``size`` ids."""
+        pieces = [*self.pieces, _piece(ids)]
+        held = len(self) + len(ids)
         while pieces and held - pieces[0].height >= size:
             held -= pieces.pop(0).height
         return RecentEventIds(tuple(pieces))
+
+
+def piece_rows(size: int) -> int:
+    """The most ids of a piece of a window of ``size``."""
+    return max(1, -(-size // PIECES))
 
 
 def _piece(ids: pa.Array | pa.ChunkedArray) -> pl.DataFrame:
@@ -137,8 +145,8 @@ class DedupWindow:
 
     @classmethod
     def read(cls, table: Table, size: int) -> DedupWindow:
-        return cls(size, RecentEventIds.read(recent_event_ids(table, size), max(1, -(-size // PIECES))))
+        return cls(size, RecentEventIds.read(recent_event_ids(table, size), piece_rows(size)))
 
     def extend(self, landed: pa.ChunkedArray | pa.Array) -> None:
         if self.size:
-            self.event_ids = self.event_ids.extended(pl.Series("event_id", landed, dtype=pl.String), self.size)
+            self.event_ids = self.event_ids.extended(landed, self.size)

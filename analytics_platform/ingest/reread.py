@@ -21,7 +21,6 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import polars as pl
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException
@@ -131,14 +130,14 @@ def _handled(table: Table, dead_letters: Table, topic: str, batch: BatchPlan) ->
     return coordinates(table, False), coordinates(dead_letters, True)
 
 
-def _landed_event_ids(table: Table, event_ids: pa.ChunkedArray) -> pl.Series:
+def _landed_event_ids(table: Table, event_ids: pa.ChunkedArray) -> pa.ChunkedArray:
     """Which of ``event_ids`` the table already holds: an old range lies outside the dedup window, and
     its events may have landed through other offsets (a producer's re-send)."""
     landed = table.scan(
         row_filter=In(term=Reference("event_id"), values={literal(i) for i in event_ids.to_pylist()}),
         selected_fields=("event_id",),
     )
-    return pl.Series("event_id", landed.to_arrow()["event_id"].to_pylist(), dtype=pl.String)
+    return landed.to_arrow()["event_id"]
 
 
 def reread(
@@ -222,7 +221,7 @@ def _land(
 
     decoded = decode(window.event_ids)
     if decoded.rows.num_rows and len(landed := _landed_event_ids(table, decoded.rows.column("event_id"))):
-        decoded = decode(window.event_ids.extended(landed, len(window.event_ids.ids) + len(landed)))
+        decoded = decode(window.event_ids.extended(landed, len(window.event_ids) + len(landed)))
     properties = {REREAD_ID_KEY: reread_id, INGESTED_AT_KEY: now.isoformat()}
     if run_id is not None:
         properties[RUN_ID_KEY] = run_id

@@ -21,7 +21,7 @@ def test_contains_finds_exactly_the_ids_in_the_window() -> None:
 
 
 def test_extended_keeps_the_newest_ids_only() -> None:
-    window = RecentEventIds.of(ids("a", "b")).extended(ids("c", "d"), size=3)
+    window = RecentEventIds.of(ids("a", "b")).extended(ids("c", "d").to_arrow(), size=3)
     assert window.ids.to_list() == ["b", "c", "d"]
     assert window.contains(ids("a", "b", "d")).to_list() == [False, True, True]
 
@@ -32,7 +32,7 @@ def test_the_window_drops_its_oldest_pieces_once_the_newer_ones_hold_it() -> Non
     for batch in range(10):
         new = [f"b{batch}-{n}" for n in range(5)]
         landed += new
-        window = window.extended(ids(*new), size=32)
+        window = window.extended(ids(*new).to_arrow(), size=32)
         held = window.ids.to_list()
         assert held == landed[-len(held) :], "the newest ids, in order"
         assert 32 <= len(held) < 32 + 5, "at least the window, never a whole batch more"
@@ -51,7 +51,7 @@ def test_each_piece_holds_only_its_own_strings() -> None:
     one_piece = 10_000 * (40 + 16)  # each id's characters and its view
     assert all(_bytes_held(piece["event_id"]) < 1.5 * one_piece for piece in window.pieces)
     newer = ids(*[f"new-{n}" for n in range(10)])
-    window = window.extended(newer, size=30_000)  # keeps the last three pieces and the new one
+    window = window.extended(newer.to_arrow(), size=30_000)  # keeps the last three pieces and the new one
     assert window.ids.to_list() == landed[-30_000:].to_list() + newer.to_list()
     assert _bytes_held(window.ids) < 1.5 * 3 * one_piece + 1_000
 
