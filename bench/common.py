@@ -115,8 +115,9 @@ def rss_mb() -> float:
     return float("nan")
 
 
-def commit_seconds(instance, since: float) -> list[tuple[float, float]]:  # type: ignore[no-untyped-def]
-    """(time, commit seconds) of every micro-batch the raw assets recorded since ``since``."""
+def commit_seconds(instance, since: float, stage: str = "commit") -> list[tuple[float, float]]:  # type: ignore[no-untyped-def]
+    """(time, commit seconds) of every micro-batch the raw assets recorded since ``since`` (``stage="commit_cpu"``:
+    the commit's CPU seconds)."""
     import dagster as dg
 
     from analytics_platform.contracts.envelope import event_types
@@ -129,7 +130,7 @@ def commit_seconds(instance, since: float) -> list[tuple[float, float]]:  # type
             for record in page.records:
                 metadata = record.asset_materialization.metadata if record.asset_materialization else {}
                 if record.timestamp >= since and "seconds" in metadata and "micro_batches" not in metadata:
-                    commit = metadata["seconds"].value.get("commit")  # type: ignore[union-attr]
+                    commit = metadata["seconds"].value.get(stage)  # type: ignore[union-attr]
                     if commit is not None:
                         commits.append((record.timestamp, float(commit)))
             if not page.has_more or (page.records and page.records[-1].timestamp < since):

@@ -354,6 +354,8 @@ def report(
                 last_commit / first_commit if first_commit and last_commit else None,
                 "target <= 1.5",
             ),
+            ("  median commit CPU, first sixth (s)", soaked["commit_cpu_median_first_s"], "what the commit costs"),
+            ("  median commit CPU, last sixth (s)", soaked["commit_cpu_median_last_s"], "without waiting for a core"),
             ("  ingest RSS, first sixth (MiB)", first_rss, f"largest process of {soaked['ingest_runs_seen']} runs"),
             ("  ingest RSS, last sixth (MiB)", last_rss, ""),
             ("  ratio last / first", last_rss / first_rss if first_rss and last_rss else None, "target <= 1.2"),
@@ -372,6 +374,8 @@ def report(
         print(f"soak: raw p95 per window (s): {', '.join(f'{v:.1f}' for v in results['soak']['raw_p95_by_window_s'])}")
         commits = ", ".join(f"{value:.2f}" for value in results["soak"]["commit_median_by_window_s"])
         print(f"soak: median commit per window (s): {commits}")
+        cpu = ", ".join(f"{value:.3f}" for value in results["soak"]["commit_cpu_median_by_window_s"])
+        print(f"soak: median commit CPU per window (s): {cpu}")
         print(f"soak: most files per partition per sample: {results['soak']['files_per_partition_by_sample']}")
         busy = ", ".join(f"{value:.0%}" for value in results["soak"]["cpu_busy_by_sample"])
         print(f"soak: machine CPU busy per sample: {busy}")
