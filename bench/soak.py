@@ -387,10 +387,10 @@ def _figures(
         return statistics.median(values) if values else None
 
     def by_window(of: list[tuple[float, float]]) -> list[float]:
-        windows: dict[int, list[float]] = defaultdict(list)
+        grouped: dict[int, list[float]] = defaultdict(list)
         for at, seconds in of:
-            windows[int((at - started) // window_s)].append(seconds)
-        return [statistics.median(values) for _, values in sorted(windows.items())]
+            grouped[int((at - started) // window_s)].append(seconds)
+        return [statistics.median(values) for _, values in sorted(grouped.items())]
 
     first_rss = [s["ingest_rss_mb"] for s in samples if s["at_s"] < sixth and s["ingest_rss_mb"] is not None]
     last_rss = [s["ingest_rss_mb"] for s in samples if s["at_s"] >= 5 * sixth and s["ingest_rss_mb"] is not None]
