@@ -381,6 +381,8 @@ def report(
         print(f"soak: machine CPU busy per sample: {busy}")
         jobs = ", ".join(f"{job} {seconds:,.0f}" for job, seconds in results["soak"]["cpu_s_by_job"].items())
         print(f"soak: CPU seconds by job: {jobs}")
+        roles = ", ".join(f"{role} {seconds:,.0f}" for role, seconds in results["soak"]["cpu_s_by_role"].items())
+        print(f"soak: CPU seconds of the other processes: {roles}")
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     path.write_text(json.dumps(figures, indent=2, default=str))

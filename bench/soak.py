@@ -15,8 +15,10 @@ message is matched to its raw row by topic, partition and offset:
   on the clock and in CPU seconds (a busy machine lengthens the first, not the second);
 * ingest RSS: the largest ingest process in the last sixth against the first;
 * files per partition: the most data files any raw day partition held, over time;
-* where the CPU went: each minute, the machine's busy share of all cores and the CPU seconds of each Dagster
-  run's process tree (its worker and the dbt or DuckDB work it starts) by job, to tell lag from contention.
+* where the CPU went: each minute, the machine's busy share of all cores, the CPU seconds of each Dagster
+  run's process tree (its worker and the dbt or DuckDB work it starts) by job, and those of every other process
+  by its role (daemon, webserver, code server, broker, PostgreSQL, the soak's producer), to tell lag from
+  contention and to see which work grows with the lake.
 """
 
 from __future__ import annotations
@@ -68,36 +70,68 @@ def _run_processes(instance) -> dict[str, tuple[str, int]]:  # type: ignore[no-u
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 
-def _process_table() -> dict[int, tuple[int, float]]:
-    """pid -> (parent pid, CPU seconds used so far) of every process."""
-    table: dict[int, tuple[int, float]] = {}
+def _process_table() -> dict[int, tuple[int, float, float, str]]:
+    """pid -> (parent pid, CPU seconds it used, CPU seconds of its ended children it reaped, command line)."""
+    table: dict[int, tuple[int, float, float, str]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:  # ended meanwhile
             continue
-        table[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / TICKS_PER_S)
+        own = (int(fields[11]) + int(fields[12])) / TICKS_PER_S
+        reaped = (int(fields[13]) + int(fields[14])) / TICKS_PER_S
+        table[int(entry.name)] = (int(fields[1]), own, reaped, command)
     return table
 
 
-def _children(table: dict[int, tuple[int, float]]) -> dict[int, list[int]]:
+def _children(table: dict[int, tuple[int, float, float, str]]) -> dict[int, list[int]]:
     """pid -> pids of its children, from :func:`_process_table`."""
     children: dict[int, list[int]] = defaultdict(list)
-    for child, (parent, _) in table.items():
+    for child, (parent, *_) in table.items():
         children[parent].append(child)
     return children
 
 
-def _tree_cpu_s(pid: int, table: dict[int, tuple[int, float]], children: dict[int, list[int]]) -> float:
-    """CPU seconds of ``pid`` and its descendants still running (a dbt child counts for its run)."""
-    total, stack = 0.0, [pid]
+def _tree(pid: int, children: dict[int, list[int]]) -> list[int]:
+    """``pid`` and its descendants still running."""
+    found, stack = [], [pid]
     while stack:
         current = stack.pop()
-        total += table.get(current, (0, 0.0))[1]
+        found.append(current)
         stack.extend(children.get(current, []))
-    return total
+    return found
+
+
+def _cpu_s(pids: list[int], table: dict[int, tuple[int, float, float, str]]) -> float:
+    """CPU seconds of ``pids`` and of their children that ended (a dbt child counts for its run)."""
+    return sum(table[pid][1] + table[pid][2] for pid in pids if pid in table)
+
+
+# What else runs beside the Dagster runs, by command line: the first pattern that matches names the process.
+ROLES = (
+    ("dagster daemon", re.compile(r"dagster[-_]daemon|dagster dev|dagster\.daemon")),
+    ("dagster webserver", re.compile(r"dagster[-_]webserver")),
+    ("code server", re.compile(r"dagster.*(api grpc|code[-_]server)")),
+    ("run workers not in the event log yet", re.compile(r"multiprocessing\.spawn")),
+    ("broker", re.compile(r"tansu|calfkit")),
+    ("postgresql", re.compile(r"^postgres")),
+    ("dbt outside runs", re.compile(r"\bdbt\b")),
+)
+
+
+def _role(command: str, soak_pid: int, pid: int) -> str:
+    if pid == soak_pid:
+        return "soak (producer, sampler)"
+    for role, pattern in ROLES:
+        if pattern.search(command):
+            return role
+    words = command.split()
+    if len(words) >= 2 and Path(words[0]).name.startswith("python"):
+        return "python " + " ".join(Path(w).name for w in words[1:3])
+    return Path(words[0]).name if words else "kernel threads"
 
 
 def _busy_ticks() -> tuple[int, int]:
@@ -282,6 +316,8 @@ def run(workdir: Path, *, rate: float, duration_s: float, echo) -> dict[str, Any
         instance = get_instance(settings)
         peak: dict[str, float] = {}  # run id -> largest RSS seen
         cpu_seen: dict[str, float] = {}  # run id -> CPU seconds of its process tree at the last sample
+        # pid -> (parent pid, CPU seconds of it and its reaped children) at the last sample
+        process_seen = {pid: (parent, own + reaped) for pid, (parent, own, reaped, _) in _process_table().items()}
         ticks = _busy_ticks()
         next_sample = time.monotonic()
         while producer.is_alive() or landed() < expected:
@@ -301,10 +337,27 @@ def run(workdir: Path, *, rate: float, duration_s: float, echo) -> dict[str, Any
                 processes, now_ticks = _process_table(), _busy_ticks()
                 children = _children(processes)
                 cpu_by_job: dict[str, float] = defaultdict(float)
+                in_runs: set[int] = set()
                 for run, (job, pid) in runs.items():
-                    used = _tree_cpu_s(pid, processes, children)
+                    tree = _tree(pid, children)
+                    in_runs.update(tree)
+                    used = _cpu_s(tree, processes)
                     cpu_by_job[job] += used - cpu_seen.get(run, used)
                     cpu_seen[run] = used
+                # Every other process by its role, from what it used since the last sample (one seen for the
+                # first time: since its start). A process that ended meanwhile adds all it used to its
+                # parent's reaped time, of which all but its last moments were counted already.
+                cpu_by_role: dict[str, float] = defaultdict(float)
+                counted = defaultdict(float)
+                for pid, (parent, used) in process_seen.items():
+                    if pid not in processes:
+                        counted[parent] += used
+                for pid, (parent, own, reaped, command) in processes.items():
+                    used = own + reaped
+                    if pid not in in_runs:
+                        role = _role(command, os.getpid(), pid)
+                        cpu_by_role[role] += used - process_seen.get(pid, (parent, 0.0))[1] - counted[pid]
+                process_seen = {pid: (parent, own + reaped) for pid, (parent, own, reaped, _) in processes.items()}
                 busy = (now_ticks[0] - ticks[0]) / max(1, now_ticks[1] - ticks[1])
                 ticks = now_ticks
                 sample = {
@@ -316,13 +369,21 @@ def run(workdir: Path, *, rate: float, duration_s: float, echo) -> dict[str, Any
                     "files_per_partition": _files_per_partition(settings),
                     "cpu_busy": round(busy, 3),
                     "cpu_s_by_job": {job: round(seconds, 1) for job, seconds in sorted(cpu_by_job.items())},
+                    "cpu_s_by_role": {
+                        role: round(seconds, 1) for role, seconds in sorted(cpu_by_role.items()) if seconds >= 0.5
+                    },
                 }
                 samples.append(sample)
                 heaviest = sorted(cpu_by_job.items(), key=lambda item: -item[1])[:3]
+                busiest = sorted(cpu_by_role.items(), key=lambda item: -item[1])[:3]
                 echo(
                     f"  {sample['at_s']:>6.0f}s: {sample['landed']:,} landed, ingest RSS "
                     f"{sample['ingest_rss_mb'] or 0:,.0f} MiB, <= {sample['files_per_partition']} files per partition, "
-                    f"CPU {busy:.0%} busy (" + ", ".join(f"{job} {sec:.0f}s" for job, sec in heaviest) + ")"
+                    f"CPU {busy:.0%} busy ("
+                    + ", ".join(f"{job} {sec:.0f}s" for job, sec in heaviest)
+                    + "; "
+                    + ", ".join(f"{role} {sec:.0f}s" for role, sec in busiest)
+                    + ")"
                 )
             time.sleep(1.0)
         producer.join()
@@ -342,13 +403,13 @@ def run(workdir: Path, *, rate: float, duration_s: float, echo) -> dict[str, Any
     )
 
 
-def _cpu_by_job(samples: list[dict[str, Any]]) -> dict[str, float]:
-    """CPU seconds of the runs of each job over the whole soak, most first."""
+def _cpu_total(samples: list[dict[str, Any]], by: str) -> dict[str, float]:
+    """CPU seconds over the whole soak of each job's runs (``by="cpu_s_by_job"``) or each other role, most first."""
     totals: dict[str, float] = defaultdict(float)
     for sample in samples:
-        for job, seconds in sample["cpu_s_by_job"].items():
-            totals[job] += seconds
-    return {job: round(seconds, 1) for job, seconds in sorted(totals.items(), key=lambda item: -item[1])}
+        for name, seconds in sample[by].items():
+            totals[name] += seconds
+    return {name: round(seconds, 1) for name, seconds in sorted(totals.items(), key=lambda item: -item[1])}
 
 
 def _figures(
@@ -418,6 +479,7 @@ def _figures(
         "ingest_runs_seen": len(peak),
         "files_per_partition_by_sample": [s["files_per_partition"] for s in samples],
         "cpu_busy_by_sample": [s["cpu_busy"] for s in samples],
-        "cpu_s_by_job": _cpu_by_job(samples),
+        "cpu_s_by_job": _cpu_total(samples, "cpu_s_by_job"),
+        "cpu_s_by_role": _cpu_total(samples, "cpu_s_by_role"),
         "samples": samples,
     }
