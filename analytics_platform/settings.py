@@ -202,6 +202,15 @@ class Settings(BaseSettings):
         description="How often the live follower brings the live facts up to the latest raw snapshots (when "
         "they moved); each time costs a dbt run of the live models over the minutes the new rows touched.",
     )
+    marts_live_max_busy_share: float = Field(
+        default=0.3,
+        gt=0,
+        le=1,
+        description="Most of its time the live follower spends refreshing: after a refresh of t seconds it waits "
+        "at least t x (1 / share - 1), beyond PLATFORM_MARTS_LIVE_INTERVAL_S. A refresh is a dbt process (~5 CPU s "
+        "here, however few rows it brings in), so on a busy machine the follower refreshes less often instead of "
+        "taking the cores ingestion needs; 1 refreshes back to back.",
+    )
     raw_snapshots_kept: int = Field(
         default=10,
         ge=1,

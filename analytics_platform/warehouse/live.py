@@ -4,9 +4,10 @@ A full marts build (``refresh_marts``) pays a run launch and a minute or more of
 so an event would wait minutes to show in ``fct_events_per_minute``. The models tagged ``live`` in dbt
 (the per-minute facts, which read only views over raw and a seed) are cheap to recompute for the days
 new rows touched. The live follower (a long-lived Dagster run, see ``defs/transform/live.py``) does
-that every ``marts_live_interval_s``: copy the published file, pin its raw views to the current
-snapshots, ``dbt run`` the live models over the minutes the new rows touched (from the earliest on, so a
-refresh costs what landed since the last one, not the day so far), publish.
+that every ``marts_live_interval_s``, or less often when refreshes take long (:func:`pause_after`): copy
+the published file, pin its raw views to the current snapshots, ``dbt run`` the live models over the
+minutes the new rows touched (from the earliest on, so a refresh costs what landed since the last one,
+not the day so far), publish.
 
 Each build records the raw snapshots its live facts reflect (its live pins). The follower and full
 builds publish under one lock, and a full build that finds a file published since it started brings
@@ -135,6 +136,15 @@ def refresh_live_facts(run_dbt: RunDbt, settings: Settings, log: Log) -> LiveRef
             for name, value in seconds.items():
                 span.set_attribute(f"analytics_platform.seconds.{name}", value)
     return LiveRefresh(keys, seconds)
+
+
+def pause_after(settings: Settings, busy_s: float) -> float:
+    """Seconds the follower waits after a step of ``busy_s``: the rest of ``marts_live_interval_s``, and at
+    least what keeps the share of its time spent refreshing at ``marts_live_max_busy_share``. A refresh costs
+    seconds of CPU however few rows it brings in, and takes longer when the machine is busy: so the
+    follower backs off under load rather than taking the cores ingestion needs."""
+    share = settings.marts_live_max_busy_share
+    return max(settings.marts_live_interval_s - busy_s, busy_s * (1 - share) / share, 0.0)
 
 
 def days_between(keys: tuple[str, str]) -> list[str]:

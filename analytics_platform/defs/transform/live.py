@@ -3,7 +3,7 @@ sensor that relaunches it (see :mod:`analytics_platform.warehouse.live` for what
 
 A follower run first evaluates the raw tables' blocking checks, once (every refresh re-running them
 would cost more than the refresh): if one fails, it publishes nothing. Within its ``follow_s`` it then
-refreshes every ``marts_live_interval_s``.
+refreshes every ``marts_live_interval_s``, or less often when refreshes take long (``pause_after``).
 """
 
 import functools
@@ -34,7 +34,13 @@ from analytics_platform.lakehouse.catalog import load_catalog
 from analytics_platform.quality.checks import CHECKS
 from analytics_platform.serving.metrics_topic import MetricsPublisher
 from analytics_platform.settings import Settings
-from analytics_platform.warehouse.live import LIVE_TAG, days_between, live_facts_behind, refresh_live_facts
+from analytics_platform.warehouse.live import (
+    LIVE_TAG,
+    days_between,
+    live_facts_behind,
+    pause_after,
+    refresh_live_facts,
+)
 
 LIVE_JOB = "follow_live_facts"
 LIVE_OP = "refresh_live_facts"
@@ -88,9 +94,9 @@ def follow_live_facts_op(
     platform: PlatformResource,
     marts: PublishedMartsResource,
 ) -> None:
-    """Refresh the live facts every ``marts_live_interval_s`` for ``follow_s``; each refresh is a
-    materialization of the live models' touched partitions, and sends the changed headline values to
-    the metrics topic (a materialization of it)."""
+    """Refresh the live facts every ``marts_live_interval_s`` (or less often, ``pause_after``) for
+    ``follow_s``; each refresh is a materialization of the live models' touched partitions, and sends the
+    changed headline values to the metrics topic (a materialization of it)."""
     settings = platform.settings()
     metrics = MetricsPublisher(settings)
 
@@ -114,10 +120,10 @@ def follow_live_facts_op(
                     for day in days_between(refresh.keys):
                         context.log_event(dg.AssetMaterialization(key, partition=day, metadata=metadata))
                 publish_metrics(context, metrics, marts)
-            wait = settings.marts_live_interval_s - (time.monotonic() - started)
-            if time.monotonic() + max(wait, 0) >= deadline:
+            wait = pause_after(settings, time.monotonic() - started)
+            if time.monotonic() + wait >= deadline:
                 return
-            time.sleep(max(wait, 0))
+            time.sleep(wait)
 
 
 def publish_metrics(context: dg.OpExecutionContext, metrics: MetricsPublisher, marts: PublishedMartsResource) -> None:
