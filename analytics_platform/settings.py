@@ -190,6 +190,15 @@ class Settings(BaseSettings):
         description="Least time between the starts of two sensor-launched full marts builds (refresh_marts): a "
         "full build takes minutes of CPU, and the live follower keeps the per-minute facts fresh meanwhile.",
     )
+    marts_refresh_max_busy_share: float = Field(
+        default=0.3,
+        gt=0,
+        le=1,
+        description="Most of the time sensor-launched full marts builds take: after a build of t seconds the next "
+        "starts at least t / share after it, beyond PLATFORM_MARTS_REFRESH_INTERVAL_S. A full build grows with the "
+        "lake (it recomputes the non-daily marts and the day so far), so a longer build spaces the next one out "
+        "instead of taking the cores ingestion needs; the marts freshness alert says when builds no longer keep up.",
+    )
     marts_follow_s: float = Field(
         default=600.0,
         ge=0,

@@ -63,6 +63,13 @@ def touched_days(settings: Settings, previous: dict[str, int]) -> tuple[date, da
     return (times[0].date(), times[1].date()) if times else None
 
 
+def next_build_due(settings: Settings, created_at: float, took_s: float | None) -> float:
+    """When the marts sensor's next full build may start, after its last one, created at ``created_at``, ran
+    for ``took_s`` (None: unknown): ``marts_refresh_interval_s`` after it, and late enough that full builds take
+    at most ``marts_refresh_max_busy_share`` of the time."""
+    return created_at + max(settings.marts_refresh_interval_s, (took_s or 0.0) / settings.marts_refresh_max_busy_share)
+
+
 def partition_range(days: tuple[date, date], today: date) -> tuple[str, str] | None:
     """The days clipped to the partitions that exist (PARTITIONS_START .. today), as partition keys."""
     first = max(days[0], date.fromisoformat(PARTITIONS_START))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import dagster as dg
 import pytest
 
@@ -99,3 +101,23 @@ def test_the_sensors_full_builds_start_at_most_once_per_refresh_interval(
 
     monkeypatch.setenv("PLATFORM_MARTS_REFRESH_INTERVAL_S", "0")
     assert len(evaluate(instance).run_requests or []) == 1
+
+
+def test_a_long_full_build_spaces_out_the_next_one(broker: Settings) -> None:
+    instance = get_instance(broker)
+    produce(broker, 500, seed=1)
+    ingest_until_caught_up(broker, "events.purchase")
+    # The sensor's last full build started 400 s ago and ran 300 s: past the 300-second interval, but builds
+    # may take at most 30% of the time, so the next one is due 1,000 s after it.
+    job = platform_definitions().resolve_job_def(REFRESH_JOB)
+    run = instance.create_run_for_job(job, tags={SENSOR_TAG: MARTS_SENSOR})
+    now = datetime.now(UTC)
+    for event_type, at in ((dg.DagsterEventType.RUN_START, 400), (dg.DagsterEventType.RUN_SUCCESS, 100)):
+        event = dg.DagsterEvent(event_type_value=event_type.value, job_name=job.name)
+        instance.run_storage.handle_run_event(run.run_id, event, update_timestamp=now - timedelta(seconds=at))
+
+    result = evaluate(instance)
+    assert not result.run_requests
+    assert "next is due 1000s after it (it took 300s, and full builds take at most 30% of the time)" in (
+        result.skip_reason.skip_message or ""
+    )

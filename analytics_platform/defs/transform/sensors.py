@@ -1,11 +1,12 @@
 """Keep the marts current after each ingest: one build at a time, keyed by raw snapshots.
 
-``marts_after_ingest_sensor`` compares the raw tables' current snapshot ids with those the last
-requested build saw and requests a build at most every ``marts_refresh_interval_s`` (meanwhile the
-per-minute facts follow the raw tables within seconds: see ``live.py``). One run covers every
-non-daily model and then rebuilds exactly the days of the daily facts the new rows touched, as its
-partition range: on a small machine one run beats per-model eager automation, and each run launch
-costs ~15 s. A build whose run died or failed is requested again (see :mod:`analytics_platform.defs.runs`).
+``marts_after_ingest_sensor`` compares the raw tables' current snapshot ids with those the last requested
+build saw and requests a build at most every ``marts_refresh_interval_s``, and less often when builds take
+long (``next_build_due``; meanwhile the per-minute facts follow the raw tables within seconds: see
+``live.py``). One run covers every non-daily model and then rebuilds exactly the days of the daily facts the
+new rows touched, as its partition range: on a small machine one run beats per-model eager automation, and
+each run launch costs ~15 s. A build whose run died or failed is requested again (see
+:mod:`analytics_platform.defs.runs`).
 """
 
 import time
@@ -15,7 +16,14 @@ import dagster as dg
 
 from analytics_platform.defs.resources import PlatformResource
 from analytics_platform.defs.runs import IN_FLIGHT, WORK_TAG, earlier_runs, next_attempt
-from analytics_platform.warehouse.refresh import BUILD_JOB, REFRESH_JOB, marts_run, raw_snapshot_ids, touched_days
+from analytics_platform.warehouse.refresh import (
+    BUILD_JOB,
+    REFRESH_JOB,
+    marts_run,
+    next_build_due,
+    raw_snapshot_ids,
+    touched_days,
+)
 
 BUILD_INTERVAL_S = 5
 SENSOR_TAG = "dagster/sensor_name"
@@ -53,13 +61,22 @@ def build_marts_sensor(jobs: list) -> dg.SensorDefinition:
         built_from = context.cursor  # the raw snapshots of the last build this sensor saw succeed
         if last and last[0].dagster_run.status == dg.DagsterRunStatus.SUCCESS:
             built_from = _work_of(last[0].dagster_run) or built_from
-        since_last = time.time() - last[0].create_timestamp.timestamp() if last else None
-        if since_last is not None and since_last < settings.marts_refresh_interval_s:
-            return dg.SensorResult(
-                skip_reason=f"this sensor's last marts build started {since_last:.0f}s ago; the next is due "
-                f"{settings.marts_refresh_interval_s:.0f}s after it (the live facts follow meanwhile)",
-                cursor=built_from,
-            )
+        if last:
+            created, started, ended = last[0].create_timestamp.timestamp(), last[0].start_time, last[0].end_time
+            took = ended - started if started is not None and ended is not None else None
+            due = next_build_due(settings, created, took)
+            if time.time() < due:
+                paced = (
+                    f" (it took {took:.0f}s, and full builds take at most "
+                    f"{settings.marts_refresh_max_busy_share:.0%} of the time)"
+                    if due - created > settings.marts_refresh_interval_s
+                    else ""
+                )
+                return dg.SensorResult(
+                    skip_reason=f"this sensor's last marts build started {time.time() - created:.0f}s ago; the "
+                    f"next is due {due - created:.0f}s after it{paced}; the live facts follow meanwhile",
+                    cursor=built_from,
+                )
         ids = raw_snapshot_ids(settings)
         if not any(ids.values()):
             return dg.SensorResult(skip_reason="no raw data has landed yet", cursor=built_from)
