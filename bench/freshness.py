@@ -27,14 +27,27 @@ DRAIN_TIMEOUT_S = 120.0
 COMMIT_CAPTURE_EVERY = 10  # polls: well within the snapshot history ingestion keeps
 
 
-def _stamped(events: list[dict[str, Any]], stamps: list[float] | None = None) -> Iterator[dict[str, Any]]:
+def _stamped(
+    events: list[dict[str, Any]], stamps: list[float] | None = None, mart_stamps: list[float] | None = None
+) -> Iterator[dict[str, Any]]:
+    """The events, each stamped with the time it is produced; the stamps go to ``stamps``, and those of the
+    events ``fct_events_per_minute`` counts to ``mart_stamps``."""
     from analytics_platform.sim.generator import format_timestamp
 
     for event in events:
         now = datetime.now(UTC)
         if stamps is not None:
             stamps.append(now.timestamp())
+        if mart_stamps is not None and _in_mart(event):
+            mart_stamps.append(now.timestamp())
         yield dict(event, timestamp=format_timestamp(now))
+
+
+def _in_mart(event: dict[str, Any]) -> bool:
+    """Whether ``fct_events_per_minute`` counts the event: the activity types (app errors have a mart of their own)."""
+    from analytics_platform.sim.generator import ACTIVITY_TYPES
+
+    return event["event_type"] in ACTIVITY_TYPES
 
 
 def _wait(condition, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
@@ -216,7 +229,7 @@ def run(workdir: Path, *, rate: float, duration_s: float, settle_marts: bool = T
         echo(f"  warm-up events landed after {time.time() - dev_started:.0f}s")
         if settle_marts:
             _wait(
-                lambda: sum(_mart_counts(settings, warm_from).values()) >= len(warm_up),
+                lambda: sum(_mart_counts(settings, warm_from).values()) >= sum(map(_in_mart, warm_up)),
                 STARTUP_TIMEOUT_S,
                 "the warm-up events to reach fct_events_per_minute",
             )
@@ -226,10 +239,14 @@ def run(workdir: Path, *, rate: float, duration_s: float, settle_marts: bool = T
         echo(f"producing {count:,} events at {rate:,.0f}/s for {duration_s:.0f}s ...")
         started = time.time()
         produced: list[float] = []
-        producer = threading.Thread(target=publish, args=(_stamped(events, produced), settings), kwargs={"rate": rate})
+        produced_in_mart: list[float] = []
+        producer = threading.Thread(
+            target=publish, args=(_stamped(events, produced, produced_in_mart), settings), kwargs={"rate": rate}
+        )
         producer.start()
         observations: list[tuple[float, dict[tuple[datetime, str], int]]] = []
         expected = _total_landed(settings) + count
+        expected_in_mart = sum(map(_in_mart, warm_up)) + sum(map(_in_mart, events))
 
         commit_times: dict[tuple[str, str], float] = {}
         _capture_commits(settings, commit_times)
@@ -240,7 +257,7 @@ def run(workdir: Path, *, rate: float, duration_s: float, settle_marts: bool = T
                 _capture_commits(settings, commit_times)
             if producer.is_alive() or _total_landed(settings) < expected:
                 return False
-            return not settle_marts or sum(observations[-1][1].values()) >= len(warm_up) + count
+            return not settle_marts or sum(observations[-1][1].values()) >= expected_in_mart
 
         # If ingestion or the marts fall behind for good, stop at the deadline and report what had not
         # arrived (as latencies of at least the time waited) rather than nothing.
@@ -263,7 +280,7 @@ def run(workdir: Path, *, rate: float, duration_s: float, settle_marts: bool = T
     # From the warm-up's first minute: its events share the first minute's cells with measured ones.
     landed = _landed(settings, warm_from, commit_times)
     echo(f"  read back {len(landed):,} landed events")
-    return _latencies(landed, observations, started, produced, ended, settle_marts) | {
+    return _latencies(landed, observations, started, produced, produced_in_mart, ended, settle_marts) | {
         "runs": timings,
         "commit_s_by_minute": commits,
         "live_refreshes": len(live_refreshes),
@@ -282,10 +299,12 @@ def _latencies(
     observations: list[tuple[float, dict[tuple[datetime, str], int]]],
     started: float,
     produced: list[float],
+    produced_in_mart: list[float],
     ended: float,
     settle_marts: bool = True,
 ) -> dict[str, Any]:
-    """Latencies of the events produced from ``started`` on (earlier ones only fill the mart's cells).
+    """Latencies of the events produced from ``started`` on (earlier ones only fill the mart's cells);
+    the mart's of those it counts (``produced_in_mart``).
 
     Events still missing at ``ended`` count with ``ended - produced`` (a lower bound), taken as the
     latest produced ones; the figures then say how many were censored so."""
@@ -305,8 +324,8 @@ def _latencies(
             mart.extend(observed_at - stamp for stamp in stamps[seen:now_seen] if stamp >= started)
             seen = max(seen, now_seen)
     # Without settled marts (the quick smoke run) missing events say nothing about mart latency: left out.
-    not_in_mart = max(len(produced) - len(mart), 0) if observations and settle_marts else 0
-    mart += [ended - stamp for stamp in produced[len(produced) - not_in_mart :]] if not_in_mart else []
+    not_in_mart = max(len(produced_in_mart) - len(mart), 0) if observations and settle_marts else 0
+    mart += [ended - stamp for stamp in produced_in_mart[len(produced_in_mart) - not_in_mart :]] if not_in_mart else []
     per_minute = defaultdict(list)
     for (_, event_at, _), latency in zip(measured, raw[: len(measured)], strict=True):
         per_minute[int((event_at.timestamp() - started) // 60)].append(latency)
