@@ -29,7 +29,13 @@ from analytics_platform.settings import Settings
 from analytics_platform.warehouse import builds
 from analytics_platform.warehouse.connections import current_build
 from analytics_platform.warehouse.dbt import dbt_pointed_at, dbt_target
-from analytics_platform.warehouse.refresh import partition_range, raw_snapshot_ids, touched_days, touched_times
+from analytics_platform.warehouse.refresh import (
+    paced_period,
+    partition_range,
+    raw_snapshot_ids,
+    touched_days,
+    touched_times,
+)
 
 LIVE_TAG = "live"
 LIVE_SLOT = "live"
@@ -139,12 +145,11 @@ def refresh_live_facts(run_dbt: RunDbt, settings: Settings, log: Log) -> LiveRef
 
 
 def pause_after(settings: Settings, busy_s: float) -> float:
-    """Seconds the follower waits after a step of ``busy_s``: the rest of ``marts_live_interval_s``, and at
-    least what keeps the share of its time spent refreshing at ``marts_live_max_busy_share``. A refresh costs
-    seconds of CPU however few rows it brings in, and takes longer when the machine is busy: so the
-    follower backs off under load rather than taking the cores ingestion needs."""
-    share = settings.marts_live_max_busy_share
-    return max(settings.marts_live_interval_s - busy_s, busy_s * (1 - share) / share, 0.0)
+    """Seconds the follower waits after a step of ``busy_s``: the rest of its :func:`paced_period` at
+    ``marts_live_interval_s`` and ``marts_live_max_busy_share`` (a refresh costs seconds of CPU however few
+    rows it brings in)."""
+    period = paced_period(settings.marts_live_interval_s, busy_s, settings.marts_live_max_busy_share)
+    return max(period - busy_s, 0.0)
 
 
 def days_between(keys: tuple[str, str]) -> list[str]:

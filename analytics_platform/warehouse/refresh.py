@@ -63,11 +63,18 @@ def touched_days(settings: Settings, previous: dict[str, int]) -> tuple[date, da
     return (times[0].date(), times[1].date()) if times else None
 
 
+def paced_period(interval_s: float, took_s: float, share: float) -> float:
+    """Least time from one start of a piece of marts work to the next: ``interval_s``, or longer when the work
+    took ``took_s``, so that it is busy at most ``share`` of the time. A busy machine makes the work slower,
+    so it then runs less often rather than taking the cores ingestion needs."""
+    return max(interval_s, took_s / share)
+
+
 def next_build_due(settings: Settings, created_at: float, took_s: float | None) -> float:
     """When the marts sensor's next full build may start, after its last one, created at ``created_at``, ran
-    for ``took_s`` (None: unknown): ``marts_refresh_interval_s`` after it, and late enough that full builds take
-    at most ``marts_refresh_max_busy_share`` of the time."""
-    return created_at + max(settings.marts_refresh_interval_s, (took_s or 0.0) / settings.marts_refresh_max_busy_share)
+    for ``took_s`` (None: unknown): :func:`paced_period` after it, at ``marts_refresh_max_busy_share``."""
+    period = paced_period(settings.marts_refresh_interval_s, took_s or 0.0, settings.marts_refresh_max_busy_share)
+    return created_at + period
 
 
 def partition_range(days: tuple[date, date], today: date) -> tuple[str, str] | None:
