@@ -112,7 +112,7 @@ def _cpu_s(pids: list[int], table: dict[int, tuple[int, float, float, str]]) -> 
 
 # What else runs beside the Dagster runs, by command line: the first pattern that matches names the process.
 ROLES = (
-    ("dagster daemon", re.compile(r"dagster[-_]daemon|dagster dev|dagster\.daemon")),
+    ("dagster daemon", re.compile(r"dagster[-_]daemon|dagster dev|dagster\._?daemon")),
     ("dagster webserver", re.compile(r"dagster[-_]webserver")),
     ("code server", re.compile(r"dagster.*(api grpc|code[-_]server)")),
     ("run workers not in the event log yet", re.compile(r"multiprocessing\.spawn")),
